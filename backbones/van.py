@@ -1,0 +1,465 @@
+"""VAN: Visual Attention Network
+
+Paper: `Visual Attention Network` - https://arxiv.org/abs/2202.09741 (Guo et al., CVMJ 2023)
+Official code: https://github.com/Visual-Attention-Network/VAN-Classification (Apache-2.0,
+"for commercial use, please contact the authors"); dense prediction:
+https://github.com/Visual-Attention-Network/VAN-Segmentation
+
+Large kernel attention (LKA) decomposes a 21x21 convolution into a 5x5 depthwise conv, a
+7x7 depthwise conv with dilation 3 and a 1x1 conv, and uses the result as an elementwise
+gate. Convolutions only, so any input size works.
+
+Differences from the official code, none of which changes the outputs:
+- timm-style module layout (``stages.{i}.downsample/blocks/norm``); ``checkpoint_filter_fn``
+  converts official files on load.
+- Each stage's token LayerNorm runs on NCHW maps (timm ``LayerNorm2d``) instead of
+  flattening to tokens and back.
+- Its eps is a constructor argument: classification checkpoints used 1e-6, the official
+  segmentation backbone ``nn.LayerNorm`` defaults (1e-5).
+"""
+from __future__ import annotations
+
+import re
+from functools import partial
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+from timm.layers import DropPath, LayerNorm2d, LayerScale2d, trunc_normal_
+from timm.models import register_model, generate_default_cfgs
+from timm.models._features import feature_take_indices
+from timm.models._manipulate import checkpoint_seq
+
+from zoo.builder import build_zoo_model
+from zoo.layers import validate_input
+
+__all__ = ['VAN']
+
+
+class LargeKernelAttention(nn.Module):
+    """LKA: ``u * conv1x1(dw7x7_dilated3(dw5x5(u)))``, a 21x21 receptive field as a gate.
+
+    Args:
+        dim: channels.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.conv0 = nn.Conv2d(dim, dim, 5, padding=2, groups=dim)
+        self.conv_spatial = nn.Conv2d(dim, dim, 7, padding=9, groups=dim, dilation=3)
+        self.conv1 = nn.Conv2d(dim, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.conv1(self.conv_spatial(self.conv0(x)))
+
+
+class SpatialAttention(nn.Module):
+    """1x1 conv - GELU - LKA - 1x1 conv, plus the official inner shortcut.
+
+    Args:
+        dim: channels.
+        act_layer: activation after the first projection.
+    """
+
+    def __init__(self, dim: int, act_layer: Callable[..., nn.Module] = nn.GELU):
+        super().__init__()
+        self.proj_1 = nn.Conv2d(dim, dim, 1)
+        self.act = act_layer()
+        self.lka = LargeKernelAttention(dim)
+        self.proj_2 = nn.Conv2d(dim, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The shortcut inside the attention branch is part of the official block (the block
+        # adds its own residual on top), so both are kept.
+        return self.proj_2(self.lka(self.act(self.proj_1(x)))) + x
+
+
+class DwConvMlp(nn.Module):
+    """1x1 conv - depthwise 3x3 conv - GELU - 1x1 conv (the official Mlp).
+
+    Args:
+        dim: input and output channels.
+        hidden_dim: hidden channels.
+        act_layer: activation.
+        drop: dropout after the activation and after the output projection.
+    """
+
+    def __init__(self, dim: int, hidden_dim: int, act_layer: Callable[..., nn.Module] = nn.GELU,
+                 drop: float = 0.):
+        super().__init__()
+        self.fc1 = nn.Conv2d(dim, hidden_dim, 1)
+        self.dwconv = nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1, groups=hidden_dim)
+        self.act = act_layer()
+        self.drop1 = nn.Dropout(drop)
+        self.fc2 = nn.Conv2d(hidden_dim, dim, 1)
+        self.drop2 = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.drop1(self.act(self.dwconv(self.fc1(x))))
+        return self.drop2(self.fc2(x))
+
+
+class VanBlock(nn.Module):
+    """``x + ls1 * Attn(BN(x))``, then ``x + ls2 * Mlp(BN(x))``.
+
+    Args:
+        dim: channels.
+        mlp_ratio: hidden channels of the MLP relative to ``dim``.
+        drop: dropout in the MLP.
+        drop_path: stochastic depth rate.
+        layer_scale_init: initial value of the layer scales.
+        act_layer: activation.
+    """
+
+    def __init__(self, dim: int, mlp_ratio: float = 4., drop: float = 0., drop_path: float = 0.,
+                 layer_scale_init: float = 1e-2, act_layer: Callable[..., nn.Module] = nn.GELU):
+        super().__init__()
+        self.norm1 = nn.BatchNorm2d(dim)
+        self.attn = SpatialAttention(dim, act_layer)
+        self.ls1 = LayerScale2d(dim, layer_scale_init)
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.norm2 = nn.BatchNorm2d(dim)
+        self.mlp = DwConvMlp(dim, int(dim * mlp_ratio), act_layer, drop)
+        self.ls2 = LayerScale2d(dim, layer_scale_init)
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x))))
+        x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+        return x
+
+
+class OverlapPatchEmbed(nn.Module):
+    """Strided conv with 'same'-style padding, then BatchNorm (stem and downsampling).
+
+    Args:
+        in_chs: input channels.
+        out_chs: output channels.
+        kernel_size: 7 for the stem, 3 between stages.
+        stride: 4 for the stem, 2 between stages.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int, stride: int):
+        super().__init__()
+        self.proj = nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=kernel_size // 2)
+        self.norm = nn.BatchNorm2d(out_chs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.proj(x))
+
+
+class VanStage(nn.Module):
+    """Patch embedding, blocks, then the stage's LayerNorm (its output feeds the next stage).
+
+    Args:
+        in_chs: input channels.
+        dim: channels of the stage.
+        depth: number of blocks.
+        mlp_ratio: MLP expansion.
+        kernel_size: patch embedding kernel.
+        stride: patch embedding stride.
+        drop: dropout in the MLPs.
+        drop_path: per-block stochastic depth rates.
+        layer_scale_init: initial layer scale.
+        norm_eps: eps of the stage LayerNorm.
+        act_layer: activation.
+    """
+
+    def __init__(self, in_chs: int, dim: int, depth: int, mlp_ratio: float, kernel_size: int, stride: int,
+                 drop: float, drop_path: list[float], layer_scale_init: float, norm_eps: float,
+                 act_layer: Callable[..., nn.Module]):
+        super().__init__()
+        self.grad_checkpointing = False
+        self.downsample = OverlapPatchEmbed(in_chs, dim, kernel_size, stride)
+        self.blocks = nn.Sequential(*[
+            VanBlock(dim, mlp_ratio, drop, drop_path[j], layer_scale_init, act_layer) for j in range(depth)])
+        self.norm = LayerNorm2d(dim, eps=norm_eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(self.blocks, x)
+        else:
+            x = self.blocks(x)
+        return self.norm(x)
+
+
+class VAN(nn.Module):
+    """Visual Attention Network.
+
+    Args:
+        in_chans: input channels.
+        num_classes: classes of the linear head (0 for none).
+        global_pool: ``'avg'`` or ``''`` (no pooling in ``forward_head``).
+        embed_dims: channels per stage.
+        depths: blocks per stage.
+        mlp_ratios: MLP expansion per stage.
+        drop_rate: dropout before the head and inside the MLPs.
+        drop_path_rate: stochastic depth, linearly increasing over all blocks.
+        layer_scale_init: initial value of the layer scales (official: 1e-2).
+        norm_eps: eps of the stage LayerNorms (1e-6 in the classification checkpoints, 1e-5
+            in the official segmentation backbone).
+        act_layer: activation.
+    """
+
+    def __init__(
+            self,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = 'avg',
+            embed_dims: tuple[int, ...] = (64, 128, 320, 512),
+            depths: tuple[int, ...] = (3, 3, 12, 3),
+            mlp_ratios: tuple[float, ...] = (8, 8, 4, 4),
+            drop_rate: float = 0.,
+            drop_path_rate: float = 0.,
+            layer_scale_init: float = 1e-2,
+            norm_eps: float = 1e-6,
+            act_layer: Callable[..., nn.Module] = nn.GELU,
+    ):
+        super().__init__()
+        if global_pool not in ('avg', ''):
+            raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
+        if not (len(embed_dims) == len(depths) == len(mlp_ratios)):
+            raise ValueError('embed_dims, depths and mlp_ratios need one entry per stage')
+        self.num_classes = num_classes
+        self.global_pool = global_pool
+        self.in_chans = in_chans
+        self.num_features = self.head_hidden_size = embed_dims[-1]
+        self.drop_rate = drop_rate
+        self.min_input_size = 2 ** (len(depths) + 1)  # one output pixel at the last stride
+
+        dpr = [r.tolist() for r in torch.linspace(0, drop_path_rate, sum(depths)).split(list(depths))]
+        stages = []
+        self.feature_info = []
+        in_chs, reduction = in_chans, 1
+        for i, (dim, depth) in enumerate(zip(embed_dims, depths)):
+            kernel_size, stride = (7, 4) if i == 0 else (3, 2)
+            reduction *= stride
+            stages.append(VanStage(
+                in_chs, dim, depth, mlp_ratios[i], kernel_size, stride, drop_rate, dpr[i],
+                layer_scale_init, norm_eps, act_layer))
+            self.feature_info.append(dict(num_chs=dim, reduction=reduction, module=f'stages.{i}'))
+            in_chs = dim
+        self.stages = nn.Sequential(*stages)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(self._init_weights)
+
+    def _init_weights(self, m: nn.Module) -> None:
+        # As the official code: fan-out normal for convs, truncated normal for the head.
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Conv2d):
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+            nn.init.normal_(m.weight, 0, (2.0 / fan_out) ** 0.5)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return set()
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        return dict(
+            stem=r'^stages\.0\.downsample',
+            blocks=r'^stages\.(\d+)' if coarse else [
+                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
+                (r'^stages\.(\d+)\.(downsample|norm)', (99999,)),
+            ],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        if global_pool is not None:
+            if global_pool not in ('avg', ''):
+                raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
+            self.global_pool = global_pool
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        validate_input(x, in_chans=self.in_chans, min_size=self.min_input_size,
+                       weight_dtype=self.stages[0].downsample.proj.weight.dtype, name='VAN')
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: int | list[int] | None = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Forward returning the outputs of the selected stages (after their LayerNorms).
+
+        Args:
+            x: input images.
+            indices: last ``n`` stages if an int, else the stage indices to return.
+            norm: unused: every stage output is already normalised (as in the official
+                dense backbones).
+            stop_early: stop after the last selected stage.
+            output_fmt: ``'NCHW'`` or ``'NHWC'``.
+            intermediates_only: return only the intermediates.
+        """
+        if output_fmt not in ('NCHW', 'NHWC'):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+        self._check_input(x)
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        stages = self.stages[:max_index + 1] if stop_early or intermediates_only else self.stages
+        intermediates = []
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take_indices:
+                intermediates.append(x.permute(0, 2, 3, 1) if output_fmt == 'NHWC' else x)
+        if intermediates_only:
+            return intermediates
+        return x, intermediates
+
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Drop the stages (and head) that the selected intermediates do not need."""
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        self.stages = self.stages[:max_index + 1]
+        if prune_head:
+            self.reset_classifier(0, '')
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        return self.stages(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if self.global_pool == 'avg':
+            x = x.mean(dim=(2, 3))
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: VAN) -> dict[str, torch.Tensor]:
+    """Convert an official VAN checkpoint (``patch_embed{i}``, ``block{i}``, ``norm{i}``) to ours."""
+    if any(k.startswith('stages.') for k in state_dict):
+        return state_dict  # already in our layout (e.g. from tools/convert_checkpoint.py)
+    rules = [
+        (r'^patch_embed(\d)\.', lambda m: f'stages.{int(m[1]) - 1}.downsample.'),
+        (r'^block(\d)\.', lambda m: f'stages.{int(m[1]) - 1}.blocks.'),
+        (r'^norm(\d)\.', lambda m: f'stages.{int(m[1]) - 1}.norm.'),
+        (r'\.attn\.spatial_gating_unit\.', lambda m: '.attn.lka.'),
+        (r'\.layer_scale_1$', lambda m: '.ls1.gamma'),
+        (r'\.layer_scale_2$', lambda m: '.ls2.gamma'),
+        (r'\.mlp\.dwconv\.dwconv\.', lambda m: '.mlp.dwconv.'),
+    ]
+    out = {}
+    for key, value in state_dict.items():
+        for pattern, repl in rules:
+            key = re.sub(pattern, repl, key)
+        out[key] = value
+    return out
+
+
+def _create_van(variant: str, pretrained: bool = False, **kwargs: Any) -> VAN:
+    return build_zoo_model(
+        VAN, variant, pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(out_indices=(0, 1, 2, 3), feature_cls='getter'),
+        **kwargs,
+    )
+
+
+def _cfg(**kwargs: Any) -> dict[str, Any]:
+    # The official training and evaluation used mean = std = 0.5 (timm 0.4.12's defaults for
+    # this repo's models), crop 0.9 and bicubic resizing.
+    return {
+        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
+        'crop_pct': 0.9, 'interpolation': 'bicubic',
+        'mean': (0.5, 0.5, 0.5), 'std': (0.5, 0.5, 0.5),
+        'first_conv': 'stages.0.downsample.proj', 'classifier': 'head',
+        'license': 'apache-2.0', 'paper_ids': 'arXiv:2202.09741',
+        'paper_name': 'Visual Attention Network',
+        'origin_url': 'https://github.com/Visual-Attention-Network/VAN-Classification',
+        **kwargs,
+    }
+
+
+_HF = 'Visual-Attention-Network/VAN-{}-original'
+_TSINGHUA = 'https://cloud.tsinghua.edu.cn/d/0100f0cea37d41ba8d08/files/?p=%2F{}&dl=1'
+
+default_cfgs = generate_default_cfgs({
+    'van_b0.official_in1k': _cfg(hf_hub_id=_HF.format('Tiny'), hf_hub_filename='van_tiny_754.pth.tar'),
+    'van_b1.official_in1k': _cfg(hf_hub_id=_HF.format('Small'), hf_hub_filename='van_small_811.pth.tar'),
+    'van_b2.official_in1k': _cfg(hf_hub_id=_HF.format('Base'), hf_hub_filename='van_base_828.pth.tar'),
+    'van_b3.official_in1k': _cfg(hf_hub_id=_HF.format('Large'), hf_hub_filename='van_large_839.pth.tar'),
+    # B4-B6: the files the official segmentation configs start from. Their heads were not
+    # checked here (no download possible); an ImageNet-22K head (21841 classes) is assumed and
+    # a different one fails with the mismatched keys named.
+    'van_b4.official_in1k': _cfg(url=_TSINGHUA.format('van_b4.pth'),
+                                 origin_url='https://cloud.tsinghua.edu.cn/d/0100f0cea37d41ba8d08/'),
+    'van_b4.official_in22k': _cfg(url=_TSINGHUA.format('van_b4_22k.pth'), num_classes=21841,
+                                  origin_url='https://cloud.tsinghua.edu.cn/d/0100f0cea37d41ba8d08/'),
+    'van_b5.official_in22k': _cfg(url=_TSINGHUA.format('van_b5_22k.pth'), num_classes=21841,
+                                  origin_url='https://cloud.tsinghua.edu.cn/d/0100f0cea37d41ba8d08/'),
+    'van_b6.official_in22k': _cfg(url=_TSINGHUA.format('van_b6_22k.pth'), num_classes=21841,
+                                  origin_url='https://cloud.tsinghua.edu.cn/d/0100f0cea37d41ba8d08/'),
+})
+
+
+@register_model
+def van_b0(pretrained: bool = False, **kwargs: Any) -> VAN:
+    """VAN-B0 (VAN-Tiny): 4.1M params, 75.4% top-1."""
+    args = dict(embed_dims=(32, 64, 160, 256), depths=(3, 3, 5, 2), mlp_ratios=(8, 8, 4, 4))
+    return _create_van('van_b0', pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def van_b1(pretrained: bool = False, **kwargs: Any) -> VAN:
+    """VAN-B1 (VAN-Small): 13.9M params, 81.1% top-1."""
+    args = dict(embed_dims=(64, 128, 320, 512), depths=(2, 2, 4, 2), mlp_ratios=(8, 8, 4, 4))
+    return _create_van('van_b1', pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def van_b2(pretrained: bool = False, **kwargs: Any) -> VAN:
+    """VAN-B2 (VAN-Base): 26.6M params, 82.8% top-1."""
+    args = dict(embed_dims=(64, 128, 320, 512), depths=(3, 3, 12, 3), mlp_ratios=(8, 8, 4, 4))
+    return _create_van('van_b2', pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def van_b3(pretrained: bool = False, **kwargs: Any) -> VAN:
+    """VAN-B3 (VAN-Large): 44.8M params, 83.9% top-1."""
+    args = dict(embed_dims=(64, 128, 320, 512), depths=(3, 5, 27, 3), mlp_ratios=(8, 8, 4, 4))
+    return _create_van('van_b3', pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def van_b4(pretrained: bool = False, **kwargs: Any) -> VAN:
+    """VAN-B4: 60.3M params, 84.2% top-1."""
+    args = dict(embed_dims=(64, 128, 320, 512), depths=(3, 6, 40, 3), mlp_ratios=(8, 8, 4, 4))
+    return _create_van('van_b4', pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def van_b5(pretrained: bool = False, **kwargs: Any) -> VAN:
+    """VAN-B5: 90.0M params, ImageNet-22K pre-training."""
+    args = dict(embed_dims=(96, 192, 480, 768), depths=(3, 3, 24, 3), mlp_ratios=(8, 8, 4, 4))
+    return _create_van('van_b5', pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def van_b6(pretrained: bool = False, **kwargs: Any) -> VAN:
+    """VAN-B6: 199.8M params, ImageNet-22K pre-training."""
+    args = dict(embed_dims=(96, 192, 384, 768), depths=(6, 6, 90, 6), mlp_ratios=(8, 8, 4, 4))
+    return _create_van('van_b6', pretrained, **dict(args, **kwargs))

@@ -1,0 +1,13 @@
+"""The model zoo: vision backbones for timm and OpenMMLab, with official weights converted on load.
+
+``import zoo`` registers every family with timm (``timm.create_model('van_b0', ...)``);
+``import zoo.mm`` registers the OpenMMLab side (it needs the ``mm`` extra).
+"""
+__version__ = '0.1.0'
+
+from . import checkpoint, layers, registry  # noqa: E402
+from .registry import list_families, list_models  # noqa: E402
+
+import backbones  # noqa: E402,F401  (registers the families with timm)
+
+__all__ = ['checkpoint', 'layers', 'registry', 'list_models', 'list_families', '__version__']

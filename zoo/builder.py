@@ -1,0 +1,138 @@
+"""Building zoo models through timm, with official weights loaded safely.
+
+timm's own loader unpickles local files without ``weights_only`` and cannot read official
+files that pickle training args. ``build_zoo_model`` therefore fetches and loads the file
+itself (``zoo.checkpoint``), hands the state dict to timm through the pretrained cfg's
+``state_dict`` entry, and lets timm do the rest (the family's filter, ``in_chans`` and
+``num_classes`` adaptation, ``features_only`` wrapping). Before the strict load, the
+converted weights are checked against the model so that a file for another variant fails
+with the keys named.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn as nn
+from timm.models import build_model_with_cfg, resolve_pretrained_cfg
+
+from .checkpoint import CheckpointError, check_state_dict, load_state_dict
+
+__all__ = ['build_zoo_model', 'resolve_weights_file', 'download_url', 'download_hf']
+
+
+def download_url(url: str) -> str:
+    """Download ``url`` into torch's hub cache (once) and return the local path."""
+    from timm.models._hub import download_cached_file
+    return download_cached_file(url, check_hash=False, progress=True)
+
+
+def download_hf(repo_id: str, filename: str) -> str:
+    """Download ``filename`` of the Hugging Face Hub repo ``repo_id`` (cached) and return its path."""
+    from huggingface_hub import hf_hub_download
+    return hf_hub_download(repo_id, filename=filename)
+
+
+def _manual_download_error(variant: str, cfg: dict[str, Any], reason: str) -> CheckpointError:
+    page = cfg.get('origin_url') or cfg.get('url') or 'the official repository'
+    name = f"{variant}.{cfg.get('tag')}" if cfg.get('tag') else variant
+    return CheckpointError(
+        f'{reason}\nDownload the weights of {name} from {page}, then load the file with\n'
+        f"    timm.create_model('{variant}', pretrained=True, "
+        f"pretrained_cfg_overlay=dict(file='/path/to/the/file'))")
+
+
+def resolve_weights_file(variant: str, cfg: dict[str, Any]) -> str:
+    """Return a local path for the weights a pretrained cfg points at, downloading if needed.
+
+    Order as in timm: ``file``, then ``hf_hub_id`` (+ ``hf_hub_filename``), then ``url``.
+    Hosts with no direct download (Google Drive, Baidu) have none of these; the error names
+    the page (``origin_url``) and the ``pretrained_cfg_overlay=dict(file=...)`` call to use.
+    """
+    if cfg.get('file'):
+        return str(cfg['file'])
+    try:
+        if cfg.get('hf_hub_id') and cfg.get('hf_hub_filename'):
+            return download_hf(cfg['hf_hub_id'], cfg['hf_hub_filename'])
+        if cfg.get('url'):
+            return download_url(cfg['url'])
+    except CheckpointError:
+        raise
+    except Exception as e:  # network errors come in many types (requests, urllib, hf_hub)
+        raise _manual_download_error(
+            variant, cfg, f'could not download the weights of {variant} ({type(e).__name__}: {e}).') from e
+    raise _manual_download_error(
+        variant, cfg, f'{variant} has no direct download of its official weights.')
+
+
+def _checking_filter(filter_fn: Callable | None, what: str) -> Callable[[dict[str, torch.Tensor], nn.Module], dict[str, torch.Tensor]]:
+    def filter_and_check(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+        cfg = getattr(model, 'pretrained_cfg', None) or {}
+        # The state dict travelled in the cfg only to reach this point: drop it so the model
+        # (and the features wrapper, which deep-copies the cfg) does not keep a second copy.
+        cfg.pop('state_dict', None)
+        if filter_fn is not None:
+            state_dict = filter_fn(state_dict, model)
+        classifiers = cfg.get('classifier') or ()
+        classifiers = (classifiers,) if isinstance(classifiers, str) else tuple(classifiers)
+        first_convs = cfg.get('first_conv') or ()
+        first_convs = (first_convs,) if isinstance(first_convs, str) else tuple(first_convs)
+        num_classes = getattr(model, 'num_classes', cfg.get('num_classes'))
+        replace_head = num_classes != cfg.get('num_classes')
+
+        def expected_mismatch(key: str) -> bool:
+            # timm adapts these after the filter: a new head, or a stem for other in_chans.
+            if replace_head and any(key.startswith(c + '.') for c in classifiers):
+                return True
+            return any(key == c + '.weight' for c in first_convs)
+
+        check_state_dict(model, state_dict, ignore=expected_mismatch, what=what)
+        return state_dict
+
+    return filter_and_check
+
+
+def build_zoo_model(
+        model_cls: type[nn.Module],
+        variant: str,
+        pretrained: bool = False,
+        *,
+        pretrained_filter_fn: Callable | None = None,
+        feature_cfg: dict[str, Any] | None = None,
+        **kwargs: Any,
+) -> nn.Module:
+    """``timm.models.build_model_with_cfg`` with safe, checked loading of official weights.
+
+    Args:
+        model_cls: the model class.
+        variant: the registered model name (without tag).
+        pretrained: load the weights the pretrained cfg points at.
+        pretrained_filter_fn: the family's ``checkpoint_filter_fn`` (official layout -> ours).
+        feature_cfg: timm feature cfg (e.g. ``dict(out_indices=..., feature_cls='getter')``).
+        **kwargs: model arguments plus timm's (``pretrained_cfg``, ``pretrained_cfg_overlay``,
+            ``features_only``, ``out_indices``, ``num_classes``, ``in_chans``...). A
+            ``checkpoint_key`` selects the wrapper key of the file (e.g. ``'model_ema'``).
+    """
+    checkpoint_key = kwargs.pop('checkpoint_key', None)
+    if pretrained:
+        cfg = resolve_pretrained_cfg(
+            variant,
+            pretrained_cfg=kwargs.pop('pretrained_cfg', None),
+            pretrained_cfg_overlay=kwargs.pop('pretrained_cfg_overlay', None),
+        )
+        what = f'{variant}.{cfg.tag}' if cfg.tag else variant
+        if cfg.state_dict is None:
+            path = resolve_weights_file(variant, dataclasses.asdict(cfg))
+            cfg = dataclasses.replace(cfg, state_dict=load_state_dict(path, key=checkpoint_key))
+            what = f'checkpoint {path}'
+        kwargs['pretrained_cfg'] = cfg
+        pretrained_filter_fn = _checking_filter(pretrained_filter_fn, what)
+    return build_model_with_cfg(
+        model_cls, variant, pretrained,
+        pretrained_filter_fn=pretrained_filter_fn,
+        feature_cfg=feature_cfg,
+        **kwargs,
+    )

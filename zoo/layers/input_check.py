@@ -1,0 +1,76 @@
+"""Clear errors for bad model inputs, raised before any layer sees them.
+
+Policy (the same for every zoo model):
+- the input must be a 4-D ``(B, C, H, W)`` floating-point tensor with the model's ``in_chans``
+  and the dtype of the model's weights (unless autocast is on);
+- height and width must be at least the model's minimum (its total stride, or what its
+  windows/regions need);
+- non-finite values (NaN, +-Inf) are refused in eager mode, because they spread through
+  attention and normalisation to the whole output and the failure would surface far from
+  its cause. The check is skipped while tracing, exporting or compiling (it is
+  data-dependent) and can be switched off with ``ZOO_CHECK_FINITE=0`` for speed.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+__all__ = ['InputError', 'validate_input']
+
+
+class InputError(ValueError):
+    """An input tensor that a zoo model cannot take, with what it accepts."""
+
+
+def _tracing() -> bool:
+    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+            or torch.onnx.is_in_onnx_export())
+
+
+def validate_input(
+        x: torch.Tensor,
+        *,
+        in_chans: int,
+        min_size: int | tuple[int, int],
+        weight_dtype: torch.dtype | None = None,
+        name: str = 'model',
+) -> None:
+    """Raise ``InputError`` if ``x`` is not an image batch the model can take.
+
+    Args:
+        x: the input.
+        in_chans: channels the model was built for.
+        min_size: smallest accepted height and width (an int or ``(h, w)``).
+        weight_dtype: dtype of the model's weights; a different input dtype is refused
+            unless autocast is enabled.
+        name: the model's name for the message.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise InputError(f'{name} expects a torch.Tensor of shape (B, {in_chans}, H, W), got {type(x).__name__}')
+    if x.ndim != 4:
+        raise InputError(f'{name} expects a 4-D image batch (B, {in_chans}, H, W), got shape {tuple(x.shape)}')
+    if x.shape[1] != in_chans:
+        raise InputError(
+            f'{name} was built for {in_chans} input channels, got {x.shape[1]} (shape {tuple(x.shape)}). '
+            f'Create the model with in_chans={x.shape[1]} (pretrained stems are adapted), or convert the images.')
+    if not x.is_floating_point():
+        raise InputError(
+            f'{name} expects a floating-point tensor (a normalised image), got {x.dtype}. '
+            "Convert with x.float() / 255 and normalise with the model's mean/std (timm.data.resolve_data_config).")
+    if (weight_dtype is not None and x.dtype != weight_dtype
+            and not torch.is_autocast_enabled(x.device.type)):
+        raise InputError(
+            f'{name} has {weight_dtype} weights but the input is {x.dtype}; '
+            f'convert one of them (x.to({weight_dtype}) or model.to({x.dtype})), or use torch.autocast.')
+    min_h, min_w = (min_size, min_size) if isinstance(min_size, int) else min_size
+    h, w = x.shape[-2:]
+    if not _tracing() and (h < min_h or w < min_w):
+        raise InputError(
+            f'{name} needs inputs of at least {min_h}x{min_w} pixels, got {h}x{w}. '
+            'Resize or pad the images.')
+    if (not _tracing() and os.environ.get('ZOO_CHECK_FINITE', '1') != '0'
+            and not bool(torch.isfinite(x).all())):
+        raise InputError(
+            f'{name} got an input with NaN or infinite values; they would spread to the whole output. '
+            'Check the data pipeline (set ZOO_CHECK_FINITE=0 to skip this check).')
