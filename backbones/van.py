@@ -228,7 +228,7 @@ class VAN(nn.Module):
         self.drop_rate = drop_rate
         self.min_input_size = 2 ** (len(depths) + 1)  # one output pixel at the last stride
 
-        dpr = [r.tolist() for r in torch.linspace(0, drop_path_rate, sum(depths)).split(list(depths))]
+        dpr = [r.tolist() for r in torch.linspace(0, drop_path_rate, sum(depths), device='cpu').split(list(depths))]
         stages = []
         self.feature_info = []
         in_chs, reduction = in_chans, 1
@@ -266,8 +266,9 @@ class VAN(nn.Module):
         return dict(
             stem=r'^stages\.0\.downsample',
             blocks=r'^stages\.(\d+)' if coarse else [
+                (r'^stages\.(\d+)\.downsample', (0,)),
                 (r'^stages\.(\d+)\.blocks\.(\d+)', None),
-                (r'^stages\.(\d+)\.(downsample|norm)', (99999,)),
+                (r'^stages\.(\d+)\.norm', (99999,)),
             ],
         )
 

@@ -68,12 +68,36 @@ def resolve_weights_file(variant: str, cfg: dict[str, Any]) -> str:
         variant, cfg, f'{variant} has no direct download of its official weights.')
 
 
+def _matching_variants(state_dict: dict[str, torch.Tensor], filter_fn: Callable | None,
+                       variant: str | None) -> list[str]:
+    """The variants of ``variant``'s family whose parameter shapes the file fits exactly."""
+    if not variant:
+        return []
+    import timm
+    from timm.models import model_entrypoint
+    module = model_entrypoint(variant).__module__
+    matches = []
+    for name in timm.list_models():
+        if name == variant or model_entrypoint(name).__module__ != module:
+            continue
+        with torch.device('meta'):  # shapes only: no memory, no init
+            candidate = timm.create_model(name)
+        try:
+            converted = filter_fn(state_dict, candidate) if filter_fn is not None else state_dict
+            check_state_dict(candidate, converted)
+        except Exception:
+            continue
+        matches.append(name)
+    return matches
+
+
 def _checking_filter(filter_fn: Callable | None, what: str) -> Callable[[dict[str, torch.Tensor], nn.Module], dict[str, torch.Tensor]]:
     def filter_and_check(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
         cfg = getattr(model, 'pretrained_cfg', None) or {}
         # The state dict travelled in the cfg only to reach this point: drop it so the model
         # (and the features wrapper, which deep-copies the cfg) does not keep a second copy.
         cfg.pop('state_dict', None)
+        raw_state_dict = state_dict
         if filter_fn is not None:
             state_dict = filter_fn(state_dict, model)
         classifiers = cfg.get('classifier') or ()
@@ -89,7 +113,13 @@ def _checking_filter(filter_fn: Callable | None, what: str) -> Callable[[dict[st
                 return True
             return any(key == c + '.weight' for c in first_convs)
 
-        check_state_dict(model, state_dict, ignore=expected_mismatch, what=what)
+        try:
+            check_state_dict(model, state_dict, ignore=expected_mismatch, what=what)
+        except CheckpointError as e:
+            matches = _matching_variants(raw_state_dict, filter_fn, cfg.get('architecture'))
+            if matches:
+                raise CheckpointError(f'{e}\n  The file fits {", ".join(matches)}.') from None
+            raise
         return state_dict
 
     return filter_and_check

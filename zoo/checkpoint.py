@@ -16,6 +16,7 @@ import argparse
 import os
 import pickle
 import zipfile
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -39,15 +40,16 @@ class CheckpointError(RuntimeError):
     """A checkpoint file could not be used: unsafe, truncated, or for another model."""
 
 
-class PickledConfig(dict):
+class PickledConfig:
     """Stand-in for config objects (yacs ``CfgNode``) that official files pickle.
 
-    yacs need not be installed: the pickled class name is mapped onto this plain dict
-    subclass, which only stores the values and runs no code of the file's choosing.
+    yacs need not be installed: the pickled class name is mapped onto this stand-in, which
+    builds a plain ``OrderedDict`` (the only dict type ``weights_only`` lets a pickle fill)
+    holding the values, and runs no code of the file's choosing.
     """
 
-    def __setstate__(self, state: Mapping[str, Any]) -> None:
-        self.__dict__.update(state)
+    def __new__(cls, *args: Any) -> OrderedDict:  # type: ignore[misc]
+        return OrderedDict()
 
 
 def _numpy_globals() -> list[Any]:

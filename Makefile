@@ -1,0 +1,31 @@
+# The zoo's commands. `make demo` sets everything up and runs the demo; `make test` runs the
+# test suite (setting up first if needed). Both are idempotent.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST := $(PY) -m pytest -p no:cacheprovider
+
+.PHONY: setup demo test test-slow test-all benchmark clean
+
+setup:
+	@bash tools/setup_env.sh
+
+demo: setup
+	$(PY) tools/demo.py
+
+# Default suite: everything but the slow end-to-end tests, heavy checks on the smallest
+# variant of each family.
+test: setup
+	$(PYTEST)
+
+# The slow end-to-end tests (torch.compile, training runs, every variant).
+test-slow: setup
+	$(PYTEST) -m "slow"
+
+test-all: setup
+	$(PYTEST) -m "slow or not slow"
+
+benchmark: setup
+	$(PY) tools/benchmark.py --all --json model_cards/benchmarks.json
+
+clean:
+	rm -rf $(VENV) build *.egg-info work_dirs

@@ -1,0 +1,24 @@
+"""Test configuration: which models the heavy tests run on.
+
+By default the heavy tests (forward/backward, features, ONNX...) run on the smallest variant
+of every family; ``-m all_variants`` (or ``make test-all``) runs them on every variant.
+Cheap tests (parameter counts, pretrained cfgs) always cover every registered model.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import zoo
+from zoo.registry import list_families
+from zoo_testutils import ALL_MODELS, SMALLEST
+
+# Tests measure behaviour, not speed: keep them deterministic and within 2 cores.
+torch.manual_seed(0)
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return (f'zoo {zoo.__version__}: {len(ALL_MODELS)} models in {len(list_families())} families; '
+            f'heavy tests on {sorted(SMALLEST)} unless -m all_variants')

@@ -1,0 +1,207 @@
+"""The model contract: every registered zoo model behaves like a timm model, at any input size.
+
+Cheap checks run on every variant; heavy ones on the smallest of each family by default
+(``-m all_variants`` for all of them).
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import timm
+import torch
+from timm.models import get_pretrained_cfg
+from timm.models._manipulate import group_parameters
+
+from zoo.layers import InputError
+from zoo.registry import family_of, pretrained_tags
+from zoo_testutils import ALL_MODELS, DATA, model_params
+
+OFFICIAL_PARAMS = {k: v for k, v in json.loads((DATA / 'official_params.json').read_text()).items()
+                   if not k.startswith('_')}
+
+
+def _build(name: str, **kwargs) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return timm.create_model(name, **kwargs)
+
+
+def _size(name: str) -> tuple[int, int]:
+    return tuple(get_pretrained_cfg(name).input_size[1:])
+
+
+# ---------------------------------------------------------------- cheap, every variant
+
+@pytest.mark.parametrize('name', ALL_MODELS)
+def test_param_count_is_official(name):
+    assert name in OFFICIAL_PARAMS, f'add the official parameter count of {name} to tests/data/official_params.json'
+    with torch.device('meta'):
+        model = timm.create_model(name, num_classes=1000)
+    assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[name]
+
+
+@pytest.mark.parametrize('name', ALL_MODELS)
+def test_pretrained_cfgs(name):
+    tags = pretrained_tags(name)
+    assert tags, f'{name} has no pretrained cfg'
+    assert all(t.startswith('official_') for t in tags), tags
+    with torch.device('meta'):
+        model = timm.create_model(name)
+    modules = dict(model.named_modules())
+    for tag in tags:
+        cfg = get_pretrained_cfg(f'{name}.{tag}')
+        assert len(cfg.mean) == len(cfg.std) == cfg.input_size[0] == 3
+        assert all(0 < s <= 1 for s in cfg.std) and all(0 <= m <= 1 for m in cfg.mean)
+        assert 0.5 < cfg.crop_pct <= 1.0
+        assert cfg.interpolation in ('bicubic', 'bilinear')
+        assert cfg.license and cfg.paper_ids and cfg.paper_ids.startswith('arXiv:')
+        assert cfg.origin_url and cfg.origin_url.startswith('https://')
+        assert cfg.url or cfg.hf_hub_id, f'{name}.{tag}: no download location (set origin_url for manual pages)'
+        if cfg.hf_hub_id:
+            assert cfg.hf_hub_filename, 'official repos are not timm-layout hub repos: name the file'
+        assert cfg.first_conv in modules and cfg.classifier in modules
+
+
+# ---------------------------------------------------------------- heavy, smallest per family
+
+@pytest.mark.parametrize('name', model_params())
+def test_forward_backward_every_parameter_gets_a_gradient(name):
+    model = _build(name).train()
+    out = model(torch.randn(2, 3, 96, 96))
+    assert out.shape == (2, model.num_classes)
+    out.square().mean().backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not no_grad, f'parameters without gradient: {no_grad[:5]}'
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize('name', model_params())
+def test_features_only_matches_feature_info(name):
+    h, w = 224, 320
+    model = _build(name, features_only=True).eval()
+    with torch.no_grad():
+        feats = model(torch.randn(1, 3, h, w))
+    info = model.feature_info
+    assert len(feats) == len(info.channels())
+    for f, c, r in zip(feats, info.channels(), info.reduction()):
+        assert f.shape == (1, c, math.ceil(h / r), math.ceil(w / r))
+    # out_indices selects stages
+    model = _build(name, features_only=True, out_indices=(1, 3)).eval()
+    with torch.no_grad():
+        picked = model(torch.randn(1, 3, h, w))
+    assert [f.shape[1] for f in picked] == [info.channels()[1], info.channels()[3]]
+
+
+@pytest.mark.parametrize('name', model_params())
+def test_forward_intermediates_match_forward_features(name):
+    model = _build(name).eval()
+    x = torch.randn(2, 3, 128, 160)
+    with torch.no_grad():
+        final, inters = model.forward_intermediates(x)
+        assert torch.allclose(final, model.forward_features(x), atol=1e-6)
+        assert len(inters) == len(model.feature_info)
+        assert torch.equal(inters[-1], final)
+        last_two = model.forward_intermediates(x, indices=2, intermediates_only=True)
+        assert [t.shape for t in last_two] == [t.shape for t in inters[-2:]]
+        nhwc = model.forward_intermediates(x, indices=[0], output_fmt='NHWC', intermediates_only=True)
+        assert torch.equal(nhwc[0], inters[0].permute(0, 2, 3, 1))
+        kept = model.prune_intermediate_layers(indices=[1])
+        assert kept == [1]
+        pruned = model.forward_intermediates(x, indices=[1], intermediates_only=True)
+        assert torch.allclose(pruned[0], inters[1], atol=1e-6)
+        assert model.num_classes == 0
+
+
+@pytest.mark.parametrize('name', model_params())
+def test_reset_classifier_and_head_options(name):
+    model = _build(name).eval()
+    x = torch.randn(1, 3, 64, 64)
+    model.reset_classifier(7)
+    assert model(x).shape == (1, 7)
+    assert model.get_classifier().out_features == 7
+    model.reset_classifier(0)
+    assert model(x).shape == (1, model.num_features)
+    assert model.forward_head(model.forward_features(x), pre_logits=True).shape == (1, model.num_features)
+
+
+@pytest.mark.parametrize('name', model_params())
+def test_num_classes_and_in_chans(name):
+    model = _build(name, num_classes=5, in_chans=1).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 1, 64, 96)).shape == (2, 5)
+
+
+@pytest.mark.parametrize('name', model_params())
+@pytest.mark.parametrize('hw', [(97, 131), (224, 320), (320, 224)])
+def test_odd_and_non_square_inputs(name, hw):
+    model = _build(name).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, *hw))
+    assert out.shape == (1, 1000) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize('name', model_params())
+def test_default_size_unchanged_by_batching(name):
+    # A sample's output must not depend on the other samples or the batch size (eval mode).
+    model = _build(name).eval()
+    x = torch.randn(3, 3, *_size(name))
+    with torch.no_grad():
+        assert torch.allclose(model(x)[1:2], model(x[1:2]), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize('name', model_params())
+def test_grad_checkpointing_gives_the_same_gradients(name):
+    x = torch.randn(2, 3, 64, 64)
+    grads = []
+    for enable in (False, True):
+        model = _build(name).train()
+        model.set_grad_checkpointing(enable)
+        model(x).sum().backward()
+        grads.append([p.grad for p in model.parameters()])
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize('name', model_params())
+def test_group_matcher_covers_every_parameter(name):
+    with torch.device('meta'):
+        model = timm.create_model(name)
+    for coarse in (False, True):
+        groups = group_parameters(model, model.group_matcher(coarse=coarse))
+        assert sum(len(g) for g in groups.values()) == len(list(model.parameters()))
+    assert isinstance(model.no_weight_decay(), set)
+
+
+# ---------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize('name', model_params())
+def test_bad_inputs_give_clear_errors(name):
+    model = _build(name).eval()
+    h, w = 64, 64
+    cases = [
+        (torch.randn(1, 4, h, w), 'input channels'),
+        (torch.randn(3, h, w), '4-D'),
+        (torch.randint(0, 255, (1, 3, h, w), dtype=torch.uint8), 'floating-point'),
+        (torch.randn(1, 3, h, w, dtype=torch.float64), 'float32 weights'),
+        (torch.full((1, 3, h, w), float('nan')), 'NaN'),
+    ]
+    smallest = model.min_input_size
+    cases.append((torch.randn(1, 3, smallest - 1, 200), f'at least {smallest}x{smallest}'))
+    for x, message in cases:
+        with pytest.raises(InputError, match=message):
+            model(x)
+    with torch.no_grad():  # exactly the minimum works
+        assert model(torch.randn(1, 3, smallest, smallest)).shape == (1, 1000)
+
+
+def test_nan_check_can_be_disabled(monkeypatch):
+    model = _build(sorted(ALL_MODELS)[0]).eval()
+    monkeypatch.setenv('ZOO_CHECK_FINITE', '0')
+    with torch.no_grad():
+        assert torch.isnan(model(torch.full((1, 3, 64, 64), float('nan')))).all()
+
+
+@pytest.mark.parametrize('name', ALL_MODELS)
+def test_registered_under_its_family(name):
+    assert name.startswith(family_of(name)) or family_of(name) in name

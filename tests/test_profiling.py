@@ -1,0 +1,169 @@
+"""Tests of zoo.profiling and tools/benchmark.py: hand-computed MACs, meta-device parameter
+counts, kernel detection, timing and peak-memory plumbing, and a CLI run."""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from zoo.profiling import (Stat, count_flops, count_params, kernels_used, machine_info, matmul_peak_gflops,
+                           measure_speed, peak_memory)
+
+ROOT = Path(__file__).resolve().parents[1]
+FLASH_CPU = 'aten::_scaled_dot_product_flash_attention_for_cpu'
+
+
+def test_linear_macs() -> None:
+    batch, fan_in, fan_out = 8, 64, 32
+    flops = count_flops(nn.Linear(fan_in, fan_out), (batch, fan_in))
+    assert flops.macs == batch * fan_in * fan_out
+    assert flops.by_op == {'addmm': batch * fan_in * fan_out}
+    assert flops.gflops == pytest.approx(2 * flops.gmacs)
+
+
+def test_linear_on_tokens_macs() -> None:
+    # (B, N, C) input: every token is a row of the product.
+    flops = count_flops(nn.Linear(24, 48, bias=False), (2, 10, 24))
+    assert flops.macs == 2 * 10 * 24 * 48
+
+
+def test_conv2d_macs() -> None:
+    conv = nn.Conv2d(3, 16, kernel_size=3, stride=2, padding=1)
+    # Output 16x16; each output element takes Cin * k * k MACs.
+    assert count_flops(conv, (2, 3, 32, 32)).macs == 2 * 16 * 16 * 16 * 3 * 3 * 3
+
+
+def test_depthwise_conv_macs() -> None:
+    conv = nn.Conv2d(16, 16, kernel_size=3, padding=1, groups=16)
+    # One input channel per output channel.
+    assert count_flops(conv, (1, 16, 20, 20)).macs == 16 * 20 * 20 * 3 * 3
+
+
+def test_sdpa_macs() -> None:
+    b, h, n, d = 2, 3, 50, 16
+
+    class SelfAttention(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.scaled_dot_product_attention(x, x, x)
+
+    # Q K^T and attn V: B*h*N*N*d MACs each (counted although the fused CPU kernel is the default).
+    assert count_flops(SelfAttention(), (b, h, n, d)).macs == 2 * b * h * n * n * d
+
+
+def test_cross_attention_macs() -> None:
+    b, h, n, m, d, dv = 2, 3, 10, 14, 8, 6
+
+    class CrossAttention(nn.Module):
+        def forward(self, q: torch.Tensor) -> torch.Tensor:
+            kv = q.new_ones(b, h, m, d)
+            return F.scaled_dot_product_attention(q, kv, q.new_ones(b, h, m, dv))
+
+    assert count_flops(CrossAttention(), (b, h, n, d)).macs == b * h * n * m * (d + dv)
+
+
+def test_flops_of_timm_model_match_on_meta() -> None:
+    model = timm.create_model('test_vit')
+    with torch.device('meta'):
+        meta_model = timm.create_model('test_vit')
+    shape = (1, *model.pretrained_cfg['input_size'])
+    counted = count_flops(model, shape)
+    assert count_flops(meta_model, shape).macs == counted.macs
+    assert counted.by_op['bmm'] > 0  # attention is counted
+    assert sum(counted.by_module.values()) == counted.macs
+
+
+def test_params_on_meta_equal_cpu() -> None:
+    expected = sum(p.numel() for p in timm.create_model('resnet18').parameters())
+    assert count_params('resnet18') == expected == 11_689_512
+    assert count_params('resnet18', device='cpu') == expected
+    assert count_params('resnet18', num_classes=10) == expected - 1000 * 513 + 10 * 513
+
+
+def test_kernels_used_sees_fused_sdpa() -> None:
+    model = timm.create_model('test_vit').eval()
+    x = torch.randn(1, *model.pretrained_cfg['input_size'])
+    assert FLASH_CPU in kernels_used(model, x)
+    with sdpa_kernel(SDPBackend.MATH):
+        math_kernels = kernels_used(model, x)
+    assert FLASH_CPU not in math_kernels
+    assert 'aten::bmm' in math_kernels
+
+
+def test_measure_speed() -> None:
+    threads = torch.get_num_threads()
+    result = measure_speed(nn.Linear(32, 32), torch.randn(4, 32), warmup=1, repeats=5, threads=1)
+    assert torch.get_num_threads() == threads  # restored
+    assert result.batch_size == 4 and result.threads == 1 and not result.compiled
+    assert result.img_per_s.n == result.latency_ms.n == 5
+    stat = result.latency_ms
+    assert 0 < stat.min <= stat.q25 <= stat.median <= stat.q75 <= stat.max
+    assert result.img_per_s.median == pytest.approx(4e3 / stat.median)
+
+
+def test_stat() -> None:
+    stat = Stat.of([4, 1, 3, 2, 5])
+    assert (stat.median, stat.q25, stat.q75, stat.min, stat.max, stat.n) == (3, 2, 4, 1, 5, 5)
+    assert Stat.of([7.0]).q75 == 7.0
+
+
+def test_peak_memory_of_known_allocation() -> None:
+    # The forward's only sizeable allocation is the output: 3 x 2048 x 2048 float32 = 48 MiB.
+    result = peak_memory(functools.partial(nn.Upsample, scale_factor=4), (1, 3, 512, 512), warmup=1, repeats=2)
+    assert result.method == 'VmHWM-reset'
+    assert result.peak_mb.median == pytest.approx(48.0, abs=1.5)
+    assert result.baseline_mb > 50
+
+
+def test_matmul_peak_and_machine_info() -> None:
+    assert matmul_peak_gflops(size=256, repeats=3).median > 0
+    info = machine_info()
+    assert {'cpu_model', 'torch_threads', 'torch', 'timm', 'onnxruntime'} <= set(info)
+
+
+def _load_benchmark():
+    spec = importlib.util.spec_from_file_location('zoo_benchmark_cli', ROOT / 'tools' / 'benchmark.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_merge() -> None:
+    merge = _load_benchmark().merge
+    doc = {'a': {'speed': {'sdpa': {'eager': 1}}, 'params_m': 1.0}}
+    merge(doc, {'a': {'speed': {'reference': {'eager': 2}}, 'params_m': 2.0}})
+    assert doc == {'a': {'speed': {'sdpa': {'eager': 1}, 'reference': {'eager': 2}}, 'params_m': 2.0}}
+
+
+def test_benchmark_cli(tmp_path: Path) -> None:
+    out = tmp_path / 'bench.json'
+    # An earlier run's results for another model must survive the merge.
+    out.write_text(json.dumps({'models': {'other_model': {'params_m': 1.0}}}))
+    proc = subprocess.run([sys.executable, str(ROOT / 'tools' / 'benchmark.py'), 'resnet18', '--quick',
+                           '--dense-sizes', '128', '--json', str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'resnet18' in proc.stdout and 'img/s' in proc.stdout
+    doc = json.loads(out.read_text())
+    assert doc['schema'] == 'zoo-benchmark/1'
+    assert doc['machine']['cpu_model'] and doc['matmul_peak_gflops']['median'] > 0
+    assert doc['models']['other_model'] == {'params_m': 1.0}
+    res = doc['models']['resnet18']
+    assert res['errors'] == {}
+    assert res['params_m'] == pytest.approx(11.689512)
+    assert res['gmacs'] == pytest.approx(1.814, abs=1e-3)
+    assert res['img_size'] == [224, 224]
+    entry = res['speed']['default']['eager']
+    assert entry['throughput']['batch_size'] == 2 and entry['latency']['batch_size'] == 1
+    for stat in (entry['throughput']['img_per_s'], entry['latency']['latency_ms'], entry['efficiency']):
+        assert stat['q25'] <= stat['median'] <= stat['q75']
+    assert res['dense_memory']['default']['128']['peak_mb']['median'] > 0
