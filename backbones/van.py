@@ -200,6 +200,9 @@ class VAN(nn.Module):
         norm_eps: eps of the stage LayerNorms (1e-6 in the classification checkpoints, 1e-5
             in the official segmentation backbone).
         act_layer: activation.
+        channels_last: run the convolutions on channels-last tensors (faster on CPU for the
+            depthwise and dilated depthwise convs of LKA: see the model card); the outputs are
+            the same NCHW tensors either way.
     """
 
     def __init__(
@@ -215,6 +218,7 @@ class VAN(nn.Module):
             layer_scale_init: float = 1e-2,
             norm_eps: float = 1e-6,
             act_layer: Callable[..., nn.Module] = nn.GELU,
+            channels_last: bool = True,
     ):
         super().__init__()
         if global_pool not in ('avg', ''):
@@ -226,6 +230,7 @@ class VAN(nn.Module):
         self.in_chans = in_chans
         self.num_features = self.head_hidden_size = embed_dims[-1]
         self.drop_rate = drop_rate
+        self.channels_last = channels_last
         self.min_input_size = 2 ** (len(depths) + 1)  # one output pixel at the last stride
 
         dpr = [r.tolist() for r in torch.linspace(0, drop_path_rate, sum(depths), device='cpu').split(list(depths))]
@@ -316,6 +321,7 @@ class VAN(nn.Module):
         if output_fmt not in ('NCHW', 'NHWC'):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
         self._check_input(x)
+        x = self._to_memory_format(x)
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
         stages = self.stages[:max_index + 1] if stop_early or intermediates_only else self.stages
         intermediates = []
@@ -336,9 +342,12 @@ class VAN(nn.Module):
             self.reset_classifier(0, '')
         return take_indices
 
+    def _to_memory_format(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
-        return self.stages(x)
+        return self.stages(self._to_memory_format(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.global_pool == 'avg':

@@ -5,18 +5,13 @@ import argparse
 import sys
 
 from .registry import list_families, list_models, model_info
+from .tables import format_table
 
 
 def _row(info) -> list[str]:
     gmacs = f'{info.gmacs:.3f}' if info.gmacs is not None else '-'
     return [info.name, info.family, f'{info.params / 1e6:.3f}M', gmacs,
             'x'.join(map(str, info.input_size[1:])), ', '.join(info.weights) or '-', info.license or '-']
-
-
-def _print_table(rows: list[list[str]], header: list[str]) -> None:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for r in [header, ['-' * w for w in widths], *rows]:
-        print('  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     header = ['model', 'family', 'params', 'GMACs', 'input', 'weights', 'license']
     if args.cmd == 'list':
-        _print_table([_row(model_info(n, with_flops=not args.no_flops)) for n in list_models(args.family)], header)
+        print(format_table([_row(model_info(n, with_flops=not args.no_flops)) for n in list_models(args.family)], header))
         return 0
     if args.name not in list_models():
         print(f'unknown model {args.name!r}; see `python -m zoo list`', file=sys.stderr)

@@ -77,7 +77,6 @@ def model_info(name: str, with_flops: bool = True) -> ModelInfo:
     if with_flops:
         from .profiling import count_flops
         model = timm.create_model(name).eval()
-        gmacs = count_flops(model, (1, *cfg.input_size)).gmacs if hasattr(count_flops(model, (1, *cfg.input_size)), 'gmacs') else None
-    tags = [t for t in pretrained_tags(name)
-            if (c := get_pretrained_cfg(f'{name}.{t}')) is not None]
+        gmacs = count_flops(model, (1, *cfg.input_size)).gmacs
+    tags = pretrained_tags(name)
     return ModelInfo(name, family_of(name), param_count(name), gmacs, tuple(cfg.input_size), tags, cfg.license)

@@ -1,0 +1,192 @@
+"""One OpenMMLab backbone for every zoo model, plus per-family aliases.
+
+``ZooBackbone(model_name='van_b2', ...)`` wraps the timm model's ``forward_intermediates``
+and gives mm users what they expect: ``out_indices``, ``frozen_stages``, ``norm_eval``,
+extra output norms, ``drop_path_rate``, ``with_cp``, and ``init_cfg=dict(type='Pretrained',
+checkpoint=...)`` that accepts official classification files (converted by the family's
+``checkpoint_filter_fn``) as well as files saved by mm runs. Family aliases
+(``type='VAN', arch='b2'``) are thin subclasses registered next to it.
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import timm
+import torch
+import torch.nn as nn
+from mmengine.model import BaseModule
+from mmengine.registry import MODELS
+from timm.layers import LayerNorm2d
+from timm.models import model_entrypoint
+from timm.models._manipulate import group_parameters
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..builder import download_url
+from ..checkpoint import CheckpointError, check_state_dict, load_state_dict
+from ..registry import family_of, list_models
+
+__all__ = ['ZooBackbone', 'register_family_alias']
+
+
+def _family_filter(model_name: str):
+    module = sys.modules[model_entrypoint(model_name).__module__]
+    return getattr(module, 'checkpoint_filter_fn', None)
+
+
+@MODELS.register_module()
+class ZooBackbone(BaseModule):
+    """Any registered zoo model as an OpenMMLab backbone returning a tuple of NCHW maps.
+
+    Args:
+        model_name: a registered model, e.g. ``'van_b2'`` (see ``python -m zoo list``).
+        out_indices: stages whose outputs are returned.
+        frozen_stages: freeze the stem (0) and the first ``k`` stages (``k``); -1 freezes
+            nothing. Frozen parts get ``requires_grad=False`` and stay in eval mode.
+        norm_eval: keep every BatchNorm in eval mode during training (frozen statistics).
+        out_norms: extra LayerNorm2d per returned output, as the official dense recipes of
+            some families add (``True`` for all outputs, or one bool per output).
+        drop_path_rate: stochastic depth of the backbone.
+        with_cp: gradient checkpointing (saves memory, costs a second forward).
+        model_kwargs: further arguments of the model (family-specific, e.g. window sizes).
+        init_cfg: mm init config; ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` loads an
+            official classification checkpoint or one saved by an mm run.
+    """
+
+    def __init__(
+            self,
+            model_name: str,
+            out_indices: Sequence[int] = (0, 1, 2, 3),
+            frozen_stages: int = -1,
+            norm_eval: bool = False,
+            out_norms: bool | Sequence[bool] = False,
+            drop_path_rate: float = 0.,
+            with_cp: bool = False,
+            model_kwargs: dict[str, Any] | None = None,
+            init_cfg: dict | list[dict] | None = None,
+    ):
+        super().__init__(init_cfg=init_cfg)
+        if model_name not in list_models():
+            raise ValueError(f'unknown zoo model {model_name!r}; choose one of {list_models()}')
+        self.model_name = model_name
+        self.family = family_of(model_name)
+        kwargs = dict(model_kwargs or {})
+        if drop_path_rate:
+            kwargs['drop_path_rate'] = drop_path_rate
+        model = timm.create_model(model_name, pretrained=False, **kwargs)
+        num_stages = len(model.feature_info)
+        if not out_indices or any(not -num_stages <= i < num_stages for i in out_indices):
+            raise ValueError(f'out_indices {tuple(out_indices)} out of range for {num_stages} stages')
+        self.out_indices = tuple(i % num_stages for i in out_indices)
+        if not -1 <= frozen_stages <= num_stages:
+            raise ValueError(f'frozen_stages must be in [-1, {num_stages}], got {frozen_stages}')
+        self.feature_channels = [model.feature_info[i]['num_chs'] for i in self.out_indices]
+        self.feature_strides = [model.feature_info[i]['reduction'] for i in self.out_indices]
+        # Coarse parameter groups, in order: the stem, then one group per stage (before pruning).
+        self._stage_groups = list(group_parameters(model, model.group_matcher(coarse=True)).values())
+        model.prune_intermediate_layers(list(self.out_indices), prune_head=True)
+        model.set_grad_checkpointing(with_cp)
+        self.model = model
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        if isinstance(out_norms, bool):
+            out_norms = [out_norms] * len(self.out_indices)
+        if len(out_norms) != len(self.out_indices):
+            raise ValueError('out_norms needs one entry per out_indices entry')
+        self.out_norms = nn.ModuleList([
+            LayerNorm2d(c) if use else nn.Identity() for c, use in zip(self.feature_channels, out_norms)])
+        self._freeze_stages()
+
+    def _frozen_parameter_names(self) -> set[str]:
+        names: set[str] = set()
+        for group in self._stage_groups[:self.frozen_stages + 1]:
+            names.update(group)
+        return names
+
+    def _freeze_stages(self) -> None:
+        if self.frozen_stages < 0:
+            return
+        frozen = self._frozen_parameter_names()
+        for name, param in self.model.named_parameters():
+            if name in frozen:
+                param.requires_grad = False
+        # Modules whose parameters are all frozen also stop updating BN statistics / dropout.
+        for module_name, module in self.model.named_modules():
+            params = [f'{module_name}.{n}' if module_name else n for n, _ in module.named_parameters()]
+            if params and all(p in frozen for p in params):
+                module.eval()
+
+    def train(self, mode: bool = True) -> ZooBackbone:
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for module in self.modules():
+                if isinstance(module, _BatchNorm):
+                    module.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        feats = self.model.forward_intermediates(x, indices=list(self.out_indices), intermediates_only=True)
+        return tuple(norm(f).contiguous() for norm, f in zip(self.out_norms, feats))
+
+    def init_weights(self) -> None:
+        cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg] if self.init_cfg else []
+        pretrained = [c for c in cfgs if c.get('type') == 'Pretrained']
+        if not pretrained:
+            super().init_weights()
+            return
+        self.load_checkpoint(pretrained[-1]['checkpoint'], prefix=pretrained[-1].get('prefix'))
+        self._is_init = True
+
+    def load_checkpoint(self, checkpoint: str, prefix: str | None = None) -> None:
+        """Load an official classification checkpoint or one saved by an mm run.
+
+        Files in the official layout go through the family's ``checkpoint_filter_fn``; the
+        parts the backbone does not have (the classifier, stages after the last output) are
+        skipped, everything else must fit exactly.
+        """
+        path = download_url(checkpoint) if checkpoint.startswith(('http://', 'https://')) else checkpoint
+        state_dict = load_state_dict(path, prefixes=('module.',))
+        prefix = prefix if prefix is not None else ('backbone.' if any(k.startswith('backbone.') for k in state_dict) else '')
+        if prefix:
+            state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        if any(k.startswith(('model.', 'out_norms.')) for k in state_dict):
+            self.load_state_dict(state_dict, strict=True)  # saved from a ZooBackbone
+            return
+        with torch.device('meta'):
+            full = timm.create_model(self.model_name)
+        filter_fn = _family_filter(self.model_name)
+        if filter_fn is not None:
+            state_dict = filter_fn(state_dict, full)
+        ours = self.model.state_dict()
+        pruned_away = {k for k in full.state_dict() if k not in ours}
+        try:
+            check_state_dict(self.model, state_dict, ignore=lambda k: k in pruned_away, what=f'checkpoint {checkpoint}')
+        except CheckpointError as e:
+            raise CheckpointError(f'{e}\n  (loading into the {self.model_name} backbone)') from None
+        self.model.load_state_dict({k: v for k, v in state_dict.items() if k in ours}, strict=True)
+
+
+def register_family_alias(alias: str, model_prefix: str, default_arch: str) -> type[ZooBackbone]:
+    """Register ``type=alias, arch=...`` as ``ZooBackbone(model_name=model_prefix + arch)``.
+
+    Args:
+        alias: the mm type name, e.g. ``'VAN'``.
+        model_prefix: the model names' common prefix, e.g. ``'van_'``.
+        default_arch: the arch used when none is given.
+    """
+    archs = [n[len(model_prefix):] for n in list_models() if n.startswith(model_prefix)]
+
+    def __init__(self, arch: str = default_arch, **kwargs: Any) -> None:
+        if arch not in archs:
+            raise ValueError(f'{alias} has no arch {arch!r}; choose one of {archs}')
+        ZooBackbone.__init__(self, model_name=model_prefix + arch, **kwargs)
+
+    cls = type(alias, (ZooBackbone,), {
+        '__init__': __init__,
+        '__doc__': f'``ZooBackbone`` for the {alias} family: ``arch`` in {archs}.',
+        '__module__': __name__,
+    })
+    MODELS.register_module(name=alias, module=cls)
+    return cls
