@@ -143,7 +143,7 @@ def _neighborhood_by_loops(q, k, v, kernel_size, dilation, rpb, scale):
                         logits.append(logit)
                         values.append(v[0, h, ky, kx])
                 weights = torch.softmax(torch.stack(logits), dim=0)
-                out[0, h, y, x] = sum(w * value for w, value in zip(weights, values))
+                out[0, h, y, x] = sum(w * value for w, value in zip(weights, values, strict=True))
     return out
 
 
@@ -188,7 +188,7 @@ def test_reference_routed_with_all_regions_equals_dense() -> None:
 
 def test_reference_routed_equals_dense_over_concatenated_regions() -> None:
     torch.manual_seed(0)
-    B, h, R, topk = 2, 2, 4, 2
+    B, h, R = 2, 2, 4
     q, k, v = randn(B, h, R, 3, 5), randn(B, h, R, 2, 5), randn(B, h, R, 2, 4)
     region_index = torch.tensor([[[1, 3], [0, 0], [2, 1], [3, 0]], [[2, 2], [1, 0], [0, 3], [3, 1]]])
     out = za.routed_attention(q, k, v, region_index, backend="reference")
@@ -225,7 +225,8 @@ def test_fully_masked_query_gives_zeros_and_finite_grads() -> None:
     mask[1] = False
     for backend in ("reference", "sdpa"):
         out, grads = forward_and_grads(
-            lambda q, k, v: za.dense_attention(q, k, v, attn_mask=mask, backend=backend), [q, k, v]
+            lambda q, k, v, backend=backend: za.dense_attention(q, k, v, attn_mask=mask, backend=backend),
+            [q, k, v],
         )
         assert torch.equal(out[:, :, 1], torch.zeros_like(out[:, :, 1]))
         assert all(torch.isfinite(g).all() for g in grads)
@@ -489,8 +490,17 @@ def triton_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
 @pytest.mark.usefixtures("triton_interpreter")
-def test_routed_triton_matches_reference_float32() -> None:
-    tensors, region_index = _routed_inputs(B=1, h=2, R=3, n_q=3, n_k=5, d=6, dv=4, topk=2)
+@pytest.mark.parametrize(
+    "shapes",
+    [
+        dict(B=1, h=2, R=3, n_q=3, n_k=5, d=6, dv=4, topk=2),
+        # 70 keys per region: two key blocks of 64, the second one mostly masked.
+        dict(B=1, h=1, R=2, n_q=2, n_k=70, d=4, dv=3, topk=2),
+    ],
+    ids=["small", "two-key-blocks"],
+)
+def test_routed_triton_matches_reference_float32(shapes: dict) -> None:
+    tensors, region_index = _routed_inputs(**shapes)
     # A strided q (a transposed view) checks that the kernel honours strides.
     q = tensors[0].transpose(-2, -1).contiguous().transpose(-2, -1)
 

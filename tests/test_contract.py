@@ -205,3 +205,28 @@ def test_nan_check_can_be_disabled(monkeypatch):
 @pytest.mark.parametrize('name', ALL_MODELS)
 def test_registered_under_its_family(name):
     assert name.startswith(family_of(name)) or family_of(name) in name
+
+
+# ---------------------------------------------------------------- export and compile
+
+@pytest.mark.parametrize('name', model_params())
+@pytest.mark.parametrize('features_only', [False, True], ids=['classifier', 'features'])
+def test_onnx_export_matches_pytorch(name, features_only, tmp_path):
+    from zoo.export import check_onnx, export_onnx
+    model = _build(name, features_only=features_only).eval()
+    info = export_onnx(model, tmp_path / f'{name}.onnx', input_size=(1, 3, 128, 160))
+    assert info.dynamic_axes == ['batch', 'height', 'width'], info.notes
+    for shape in [(1, 3, 128, 160), (2, 3, 97, 131)]:
+        errors = check_onnx(model, info.path, torch.randn(shape))
+        assert max(errors.values()) <= 1e-4, errors
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', model_params())
+def test_torch_compile_matches_eager(name):
+    model = _build(name).eval()
+    compiled = torch.compile(model)
+    with torch.no_grad():
+        for hw in [(224, 224), (97, 131)]:
+            x = torch.randn(2, 3, *hw)
+            assert torch.allclose(compiled(x), model(x), atol=1e-4, rtol=1e-4)

@@ -2,7 +2,6 @@
 counts, kernel detection, timing and peak-memory plumbing, and a CLI run."""
 from __future__ import annotations
 
-import functools
 import importlib.util
 import json
 import subprocess
@@ -71,6 +70,18 @@ def test_cross_attention_macs() -> None:
     assert count_flops(CrossAttention(), (b, h, n, d)).macs == b * h * n * m * (d + dv)
 
 
+def test_zoo_attention_macs() -> None:
+    attention = pytest.importorskip('zoo.attention')
+    b, h, n, d = 1, 2, 49, 8
+
+    class ZooAttention(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return attention.dense_attention(x, x, x)
+
+    # Counted even when the default backend runs a fused kernel.
+    assert count_flops(ZooAttention(), (b, h, n, d)).macs == 2 * b * h * n * n * d
+
+
 def test_flops_of_timm_model_match_on_meta() -> None:
     model = timm.create_model('test_vit')
     with torch.device('meta'):
@@ -118,7 +129,7 @@ def test_stat() -> None:
 
 def test_peak_memory_of_known_allocation() -> None:
     # The forward's only sizeable allocation is the output: 3 x 2048 x 2048 float32 = 48 MiB.
-    result = peak_memory(functools.partial(nn.Upsample, scale_factor=4), (1, 3, 512, 512), warmup=1, repeats=2)
+    result = peak_memory('torch.nn:Upsample', (1, 3, 512, 512), create_kwargs={'scale_factor': 4}, warmup=1, repeats=2)
     assert result.method == 'VmHWM-reset'
     assert result.peak_mb.median == pytest.approx(48.0, abs=1.5)
     assert result.baseline_mb > 50
@@ -162,6 +173,7 @@ def test_benchmark_cli(tmp_path: Path) -> None:
     assert res['params_m'] == pytest.approx(11.689512)
     assert res['gmacs'] == pytest.approx(1.814, abs=1e-3)
     assert res['img_size'] == [224, 224]
+    assert res['efficiency_peak_gflops'] == doc['matmul_peak_gflops']['median']
     entry = res['speed']['default']['eager']
     assert entry['throughput']['batch_size'] == 2 and entry['latency']['batch_size'] == 1
     for stat in (entry['throughput']['img_per_s'], entry['latency']['latency_ms'], entry['efficiency']):

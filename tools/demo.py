@@ -96,7 +96,9 @@ def features_on_photo(name: str, workdir: Path) -> str:
     with torch.no_grad():
         feats = model(x)
     shapes = ', '.join('x'.join(map(str, f.shape[1:])) for f in feats)
-    picture = _save_feature_picture(image, feats, OUT / f'features_{name}.png')
+    # show what the model saw: the resized, centre-cropped image, denormalised
+    seen = (x[0] * torch.tensor(cfg['std']).view(3, 1, 1) + torch.tensor(cfg['mean']).view(3, 1, 1)).clamp(0, 1)
+    picture = _save_feature_picture(seen.permute(1, 2, 0).numpy(), feats, OUT / f'features_{name}.png')
     return f'{name} on a {image.size[0]}x{image.size[1]} photo -> {shapes}; picture: {picture}'
 
 
@@ -107,7 +109,7 @@ def _save_feature_picture(image, feats: list[torch.Tensor], path: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, len(feats) + 1, figsize=(3 * (len(feats) + 1), 3))
     axes[0].imshow(image)
-    axes[0].set_title('input')
+    axes[0].set_title(f'input {image.shape[1]}x{image.shape[0]}')
     for ax, f, i in zip(axes[1:], feats, range(len(feats))):
         ax.imshow(f[0].norm(dim=0).numpy(), cmap='magma')
         ax.set_title(f'stage {i}: {f.shape[1]}x{f.shape[2]}x{f.shape[3]}')

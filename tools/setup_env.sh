@@ -34,11 +34,13 @@ if [ ! -x "$venv/bin/python" ]; then
     log "creating $venv with $($python --version)"
     "$python" -m venv "$venv"
 fi
-pip="$venv/bin/python -m pip"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
+# This machine's pip config lists local package folders that pip warns about on every
+# call; keep the log readable.
+pip() { "$venv/bin/python" -m pip "$@" 2> >(grep -v 'is neither a file nor a directory' >&2); }
 
 log "installing torch $TORCH, torchvision $TORCHVISION and build tools"
-$pip install -q "torch==$TORCH" "torchvision==$TORCHVISION" $BUILD_TOOLS
+pip install -q "torch==$TORCH" "torchvision==$TORCHVISION" $BUILD_TOOLS
 
 mkdir -p "$cache"
 tag=$("$venv/bin/python" -c "import sys, torch; print(f'cp{sys.version_info[0]}{sys.version_info[1]}-torch{torch.__version__.split(\"+\")[0]}')")
@@ -49,21 +51,21 @@ if ! ls "$wheel_dir"/mmcv-*.whl >/dev/null 2>&1; then
     build="$cache/mmcv-build"
     rm -rf "$build" && mkdir -p "$build"
     log "downloading the mmcv $MMCV source"
-    $pip download -q --no-deps --no-binary :all: --no-build-isolation -d "$build" "mmcv==$MMCV"
+    pip download -q --no-deps --no-binary :all: --no-build-isolation -d "$build" "mmcv==$MMCV"
     tar -xzf "$build"/mmcv-$MMCV.tar.gz -C "$build"
     # torch >= 2.10 headers need C++20; mmcv asks for C++14/17.
     sed -i -e 's/-std=c++14/-std=c++20/g' -e 's/-std=c++17/-std=c++20/g' "$build/mmcv-$MMCV/setup.py"
     log "building mmcv $MMCV with its ops (about 10 minutes on 2 idle cores; log: $cache/mmcv-build.log)"
     (cd "$build/mmcv-$MMCV" && env -u FORCE_CUDA MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-2}" \
-        $pip wheel --no-deps --no-build-isolation -w "$build/out" . ) > "$cache/mmcv-build.log" 2>&1 || {
+        "$venv/bin/python" -m pip wheel --no-deps --no-build-isolation -w "$build/out" . ) > "$cache/mmcv-build.log" 2>&1 || {
         log "mmcv build failed; the last lines of $cache/mmcv-build.log:"; tail -30 "$cache/mmcv-build.log"; exit 1; }
     mkdir -p "$wheel_dir" && mv "$build"/out/mmcv-*.whl "$wheel_dir"/ && rm -rf "$build"
 fi
 log "installing mmcv from $wheel_dir"
-$pip install -q --no-deps "$wheel_dir"/mmcv-*.whl
+pip install -q --no-deps "$wheel_dir"/mmcv-*.whl
 
 log "installing the zoo with its mm, onnx and dev extras"
-$pip install -q -e "$repo[mm,onnx,dev]"
+pip install -q -e "$repo[mm,onnx,dev]"
 
 "$venv/bin/python" - <<'PY'
 import torch, timm, mmcv, mmdet, mmseg, onnxruntime

@@ -17,7 +17,6 @@ import importlib
 import importlib.metadata
 import json
 import os
-import pickle
 import platform
 import re
 import statistics
@@ -133,6 +132,7 @@ class MemoryResult:
             libraries, weights), MiB.
         input_shape: shape of the input.
         method: how the peak was read (``'VmHWM-reset'`` or ``'ru_maxrss'``).
+        notes: caveats of the method used.
     """
 
     peak_mb: Stat
@@ -249,10 +249,7 @@ def count_flops(model: nn.Module, input_size: Sequence[int] | torch.Tensor) -> F
     finally:
         model.train(was_training)
     counts = counter.get_flop_counts()
-    by_op: dict[str, int] = {}
-    for op, flops in counts.get('Global', {}).items():
-        key = str(op).removeprefix('aten.')
-        by_op[key] = by_op.get(key, 0) + flops // 2
+    by_op = {str(op).removeprefix('aten.'): flops // 2 for op, flops in counts.get('Global', {}).items()}
     # Module keys are dotted paths from the root module's class name: 'ResNet.layer1'.
     by_module = {k.split('.', 1)[1]: sum(v.values()) // 2 for k, v in counts.items()
                  if k != 'Global' and k.count('.') == 1}
@@ -293,6 +290,9 @@ def measure_speed(model: nn.Module | Callable[[torch.Tensor], Any], input: torch
     if compile:
         if not isinstance(model, nn.Module):
             raise TypeError('compile=True needs an nn.Module')
+        # Compiled code is cached per code object and need not guard on settings such as the
+        # zoo's attention backend: start from a clean cache so this compiles what is asked.
+        torch.compiler.reset()
         model = torch.compile(model)
     compile_s = None
     times = []
@@ -337,6 +337,10 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 5, threads: int | None =
 
 def achieved_efficiency(gmacs: float, img_per_s: float, peak_gflops: float) -> float:
     """Fraction of the matmul peak a model reaches: ``2 * GMACs * img/s / peak GFLOP/s``.
+
+    The peak is practical, not theoretical, and only MACs of products, convolutions and
+    attention are counted, so this is a rough "how much of the machine" figure; oneDNN
+    convolutions can outrun ``torch.mm``, so values slightly above 1 are possible.
 
     Args:
         gmacs: GMACs per image (:attr:`FlopCount.gmacs` at batch 1).
@@ -414,7 +418,7 @@ def machine_info() -> dict[str, Any]:
 # --- peak memory (runs in a child process) -------------------------------------------------
 
 
-def peak_memory(model: str | Callable[[], nn.Module], input_size: Sequence[int], *,
+def peak_memory(model: str, input_size: Sequence[int], *,
                 features_only: bool = True, create_kwargs: dict[str, Any] | None = None,
                 warmup: int = 1, repeats: int = 3, threads: int | None = None,
                 backend: str | None = None, timeout: float | None = None) -> MemoryResult:
@@ -438,7 +442,8 @@ def peak_memory(model: str | Callable[[], nn.Module], input_size: Sequence[int],
 
     Args:
         model: a timm model name (built with ``pretrained=False``, ``features_only``, and
-            ``create_kwargs``), or a picklable zero-argument factory returning a module.
+            ``create_kwargs``), or ``'package.module:callable'`` returning a module when called
+            with ``create_kwargs`` (the job goes to the child as JSON: nothing is unpickled).
         input_size: full input shape, e.g. ``(1, 3, 1024, 1024)``.
         features_only: build a named model as a feature extractor (dense-prediction use).
         create_kwargs: more ``timm.create_model`` arguments for a named model.
@@ -456,7 +461,7 @@ def peak_memory(model: str | Callable[[], nn.Module], input_size: Sequence[int],
     root = str(Path(__file__).resolve().parents[1])
     env['PYTHONPATH'] = os.pathsep.join(filter(None, [root, env.get('PYTHONPATH')]))
     proc = subprocess.run([sys.executable, '-c', 'from zoo.profiling import _memory_child; _memory_child()'],
-                          input=pickle.dumps(job), capture_output=True, env=env, timeout=timeout)
+                          input=json.dumps(job).encode(), capture_output=True, env=env, timeout=timeout)
     stdout = proc.stdout.decode(errors='replace')
     lines = [ln for ln in stdout.splitlines() if ln.startswith(_RESULT_MARK)]
     if proc.returncode != 0 or not lines:
@@ -492,13 +497,14 @@ def _maxrss_kib() -> int:
 def _memory_child() -> None:
     import gc
 
-    job = pickle.load(sys.stdin.buffer)
+    job = json.loads(sys.stdin.buffer.read())
     if job['threads'] is not None:
         torch.set_num_threads(job['threads'])
-    if isinstance(job['model'], str):
-        model = _create(job['model'], features_only=job['features_only'], **job['create_kwargs'])
+    if ':' in job['model']:
+        module_name, attr = job['model'].split(':', 1)
+        model = getattr(importlib.import_module(module_name), attr)(**job['create_kwargs'])
     else:
-        model = job['model']()
+        model = _create(job['model'], features_only=job['features_only'], **job['create_kwargs'])
     model.eval()
     x = torch.randn(*job['input_size'])
     notes = []

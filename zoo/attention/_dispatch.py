@@ -1,0 +1,589 @@
+"""Backend registry, backend selection, input validation and the public attention ops.
+
+Every op goes through the same three steps: validate its inputs once (:func:`_check_qkv` and
+friends), pick a backend with the one selection rule (:func:`_select`), make sure that backend
+can run here (:func:`_unavailable_reason`), then call the function of the same name as the op
+in the backend's module. Backend modules are imported only when first used, so importing
+``zoo.attention`` never imports triton, natten or xformers.
+
+Selection, highest priority first:
+
+1. the ``backend=`` keyword of the op;
+2. the innermost :func:`use_backend` context (a context variable, so nested and per-task);
+3. the ``ZOO_ATTENTION_BACKEND`` environment variable, read at each call;
+4. the op's default: ``'sdpa'`` where the op has an sdpa path, else ``'reference'``.
+
+The first of these that is set decides, and it must name a backend that implements the op,
+else :class:`BackendNotSupported` is raised. A setting may list several names separated by
+commas (``'triton,sdpa'``): the first one that implements the op is used, so one setting can
+cover a model whose blocks use different ops. Nothing falls back silently on a missing package
+or device: a selected backend that cannot run raises :class:`BackendUnavailable`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import importlib
+import os
+import sys
+import types
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+ENV_VAR = "ZOO_ATTENTION_BACKEND"
+
+BACKENDS: tuple[str, ...] = ("reference", "sdpa", "natten", "xformers", "triton")
+_ALIASES = {"math": "reference"}
+
+# The zoo.attention submodule of each backend; it defines one function per op it implements.
+_MODULES = {
+    "reference": "reference",
+    "sdpa": "sdpa",
+    "natten": "natten_backend",
+    "xformers": "xformers_backend",
+    "triton": "triton_kernels",
+}
+
+_IMPLEMENTATIONS: dict[str, tuple[str, ...]] = {
+    "dense_attention": ("reference", "sdpa", "xformers"),
+    "window_attention": ("reference", "sdpa"),
+    "neighborhood_attention": ("reference", "sdpa", "natten"),
+    "routed_attention": ("reference", "sdpa", "triton"),
+    "linear_attention": ("reference",),
+}
+OPS: tuple[str, ...] = tuple(_IMPLEMENTATIONS)
+_DEFAULTS = {op: "sdpa" if "sdpa" in impls else "reference" for op, impls in _IMPLEMENTATIONS.items()}
+_LOADED: dict[str, types.ModuleType] = {}
+
+_SCOPED: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar(
+    "zoo_attention_backend", default=None
+)
+
+
+class BackendNotSupported(ValueError):
+    """The selected backend does not implement the op, or not for these arguments."""
+
+
+class BackendUnavailable(RuntimeError):
+    """The selected backend cannot run here: its package is missing or it needs another device."""
+
+
+# --- selection ------------------------------------------------------------------------------
+
+
+def _quoted(names: Sequence[str]) -> str:
+    return ", ".join(f"'{name}'" + (" (alias 'math')" if name == "reference" else "") for name in names)
+
+
+def _parse(setting: str, source: str) -> tuple[str, ...]:
+    """Turn a backend setting (one name or a comma-separated list) into canonical names."""
+    if not isinstance(setting, str):
+        raise TypeError(f"attention backend from {source} must be a string, got {type(setting).__name__}")
+    names = []
+    for part in setting.split(","):
+        name = part.strip().lower()
+        name = _ALIASES.get(name, name)
+        if name not in BACKENDS:
+            raise ValueError(
+                f"unknown attention backend {part.strip()!r} (from {source}); "
+                f"valid names: {_quoted(BACKENDS)}"
+            )
+        names.append(name)
+    return tuple(names)
+
+
+def _check_op(op: str) -> str:
+    if op not in _IMPLEMENTATIONS:
+        raise ValueError(f"unknown attention op {op!r}; the ops are: {', '.join(OPS)}")
+    return op
+
+
+def _select(op: str, backend: str | None) -> str:
+    """The one selection rule shared by every op (see the module docstring)."""
+    settings = (
+        ("the backend= argument", backend),
+        ("use_backend()", _SCOPED.get()),
+        (f"${ENV_VAR}", os.environ.get(ENV_VAR, "").strip() or None),
+    )
+    for source, setting in settings:
+        if setting is None:
+            continue
+        names = setting if isinstance(setting, tuple) else _parse(setting, source)
+        for name in names:
+            if name in _IMPLEMENTATIONS[op]:
+                return name
+        raise BackendNotSupported(
+            f"{op} is not implemented by backend {_quoted(names)} (from {source}); "
+            f"the backends that implement it: {_quoted(_IMPLEMENTATIONS[op])}"
+        )
+    return _DEFAULTS[op]
+
+
+@contextlib.contextmanager
+def use_backend(name: str | None) -> Iterator[None]:
+    """Select the attention backend for the ops called inside the ``with`` block.
+
+    The setting lives in a context variable: it nests (the innermost block wins), and threads
+    and asyncio tasks each see their own. An op's ``backend=`` argument still takes precedence,
+    and the ``ZOO_ATTENTION_BACKEND`` environment variable applies when no block is active.
+
+    Args:
+        name: A backend name (``'reference'``/``'math'``, ``'sdpa'``, ``'natten'``,
+            ``'xformers'``, ``'triton'``), a comma-separated preference list such as
+            ``'triton,sdpa'`` (each op uses the first listed backend that implements it), or
+            None to clear an enclosing setting inside the block.
+
+    Raises:
+        ValueError: ``name`` is not a known backend (checked on entering the block).
+    """
+    names = None if name is None else _parse(name, "use_backend()")
+    token = _SCOPED.set(names)
+    try:
+        yield
+    finally:
+        _SCOPED.reset(token)
+
+
+def get_backend(op: str) -> str:
+    """Return the backend a call of ``op`` would use now, without ``backend=``.
+
+    Whether the backend can run (package, device) is checked at call time, against the device
+    of the call's tensors.
+
+    Args:
+        op: One of :data:`OPS`, e.g. ``'window_attention'``.
+
+    Raises:
+        ValueError: unknown op, or an unknown name in the active setting.
+        BackendNotSupported: the active setting names no backend implementing ``op``.
+    """
+    return _select(_check_op(op), None)
+
+
+def available_backends(op: str | None = None) -> list[str]:
+    """List the backends that can run on this machine.
+
+    Args:
+        op: If given, only the backends that implement this op.
+
+    Returns:
+        Canonical backend names, in the order of :data:`BACKENDS`: those whose package is
+        importable and, for the CUDA-only ones, with a CUDA device present (or, for
+        ``'triton'``, with ``TRITON_INTERPRET=1`` set).
+    """
+    names = BACKENDS if op is None else _IMPLEMENTATIONS[_check_op(op)]
+    return [name for name in BACKENDS if name in names and _unavailable_reason(name, None) is None]
+
+
+# --- availability ---------------------------------------------------------------------------
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _import_problem(module: str, package: str, install: str, backend: str) -> str | None:
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and exc.name.split(".")[0] == module.split(".")[0]:
+            return f"the '{backend}' backend needs {package}, which is not installed: {install}"
+        return f"the '{backend}' backend could not import {package} ({exc}): {install}"
+    except Exception as exc:  # a broken install fails with OSError, RuntimeError, ...
+        return (
+            f"the '{backend}' backend could not import {package} ({type(exc).__name__}: {exc}); "
+            f"it must be built for torch {torch.__version__}: {install}"
+        )
+    return None
+
+
+def _cuda_problem(backend: str, device: torch.device | None) -> str | None:
+    if device is None:
+        if torch.cuda.is_available():
+            return None
+        return f"the '{backend}' backend needs a CUDA device and this machine has none"
+    if device.type == "cuda":
+        return None
+    return f"the '{backend}' backend needs a CUDA device and the tensors are on {device.type}"
+
+
+def _triton_problem(device: torch.device | None) -> str | None:
+    problem = _import_problem("triton", "Triton", "pip install triton", "triton")
+    if problem is not None or (device is not None and device.type == "cuda"):
+        return problem
+    hint = "; set TRITON_INTERPRET=1 to run its kernel in Triton's CPU interpreter (slow, for tests)"
+    if not _env_flag("TRITON_INTERPRET"):
+        problem = _cuda_problem("triton", device)
+        return None if problem is None else problem + hint
+    # Triton fixes a kernel's mode (compiled or interpreted) when the kernel is defined, i.e.
+    # when our kernel module is first imported.
+    kernels = sys.modules.get(f"{__package__}.triton_kernels")
+    if device is not None and kernels is not None and not kernels.INTERPRETED:
+        return (
+            "the 'triton' kernel was already compiled for the GPU in this process, before "
+            "TRITON_INTERPRET was set; set TRITON_INTERPRET=1 before the first triton call"
+        )
+    return None
+
+
+def _unavailable_reason(backend: str, device: torch.device | None) -> str | None:
+    """Why ``backend`` cannot run on ``device`` (None: on this machine at all), or None."""
+    if backend == "natten":
+        return _import_problem("natten.functional", "NATTEN", "pip install 'zoo[natten]'", backend)
+    if backend == "xformers":
+        return _import_problem(
+            "xformers.ops", "xFormers", "pip install 'zoo[xformers]'", backend
+        ) or _cuda_problem(backend, device)
+    if backend == "triton":
+        return _triton_problem(device)
+    return None
+
+
+def _run(op: str, backend: str | None, device: torch.device, *args: object, **kwargs: object) -> Tensor:
+    name = _select(op, backend)
+    problem = _unavailable_reason(name, device)
+    if problem is not None:
+        raise BackendUnavailable(f"{op}: {problem}")
+    module = _LOADED.get(name)
+    if module is None:  # imported once, on first use; a dict lookup keeps torch.compile tracing
+        module = _LOADED[name] = importlib.import_module(f"{__package__}.{_MODULES[name]}")
+    return getattr(module, op)(*args, **kwargs)
+
+
+# --- validation -----------------------------------------------------------------------------
+
+
+def _check_qkv(op: str, q: Tensor, k: Tensor, v: Tensor, layout: str, shared: int) -> None:
+    """Check q, k, v against ``layout``; q must match k and v on their first ``shared`` dims."""
+    rank = layout.count(",") + 1
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != rank:
+            raise ValueError(f"{op}: {name} must be {rank}-D {layout}, got shape {tuple(t.shape)}")
+        if not t.is_floating_point():
+            raise TypeError(f"{op}: {name} must have a floating dtype, got {t.dtype}")
+    if not q.dtype == k.dtype == v.dtype:
+        raise TypeError(f"{op}: q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not q.device == k.device == v.device:
+        raise ValueError(f"{op}: q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
+    shapes = f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+    if not q.shape[:shared] == k.shape[:shared] == v.shape[:shared]:
+        raise ValueError(f"{op}: q, k, v must agree on the first {shared} dims of {layout}; got {shapes}")
+    if k.shape[:-1] != v.shape[:-1]:
+        raise ValueError(f"{op}: k and v must agree on all dims but the last; got {shapes}")
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"{op}: q and k must have the same head_dim; got {shapes}")
+
+
+def _check_float_bias(op: str, name: str, bias: Tensor | None, q: Tensor) -> Tensor | None:
+    """Check an additive bias; cast it to q's dtype (a float32 bias under autocast is common)."""
+    if bias is None:
+        return None
+    if not isinstance(bias, Tensor) or not bias.is_floating_point():
+        raise TypeError(f"{op}: {name} must be a floating tensor (additive bias), got {_describe(bias)}")
+    if bias.device != q.device:
+        raise ValueError(f"{op}: {name} is on {bias.device} but q is on {q.device}")
+    return bias.to(q.dtype)
+
+
+def _check_broadcast(op: str, name: str, t: Tensor, target: tuple[int, ...], layout: str) -> None:
+    try:
+        ok = t.dim() <= len(target) and torch.broadcast_shapes(t.shape, target) == target
+    except (RuntimeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{op}: {name} of shape {tuple(t.shape)} does not broadcast to {layout} = {target}")
+
+
+def _describe(x: object) -> str:
+    return f"a tensor of dtype {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
+
+
+def _resolve_scale(op: str, scale: float | None, q: Tensor) -> float:
+    if scale is None:
+        return q.shape[-1] ** -0.5
+    if isinstance(scale, Tensor) or not isinstance(scale, (int, float)):
+        raise TypeError(f"{op}: scale must be a Python number or None, got {type(scale).__name__}")
+    return float(scale)
+
+
+_INDEX_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
+def _positive_int(op: str, name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{op}: {name} must be a positive int, got {value!r}")
+    return value
+
+
+# --- ops ------------------------------------------------------------------------------------
+
+
+def dense_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    attn_bias: Tensor | None = None,
+    attn_mask: Tensor | None = None,
+    scale: float | None = None,
+    is_causal: bool = False,
+    dropout_p: float = 0.0,
+    backend: str | None = None,
+) -> Tensor:
+    """Multi-head softmax attention ``softmax(q k^T * scale + bias) v``.
+
+    A query whose keys are all masked out gets a zero output from 'reference' and from SDPA's
+    math and CPU kernels (other kernels may give NaN there).
+
+    Args:
+        q: Queries, (B, heads, Nq, head_dim).
+        k: Keys, (B, heads, Nk, head_dim).
+        v: Values, (B, heads, Nk, dv).
+        attn_bias: Additive float bias broadcastable to (B, heads, Nq, Nk), cast to q's dtype.
+        attn_mask: Bool mask broadcastable to (B, heads, Nq, Nk); True means "may attend".
+        scale: Logit scale; None means ``head_dim ** -0.5``.
+        is_causal: Query i attends keys j <= i only (top-left aligned when Nq != Nk).
+        dropout_p: Dropout on the attention weights; pass 0 in eval mode.
+        backend: ``'reference'``/``'math'``, ``'sdpa'`` (default) or ``'xformers'`` (CUDA only).
+
+    Returns:
+        (B, heads, Nq, dv).
+    """
+    op = "dense_attention"
+    _check_qkv(op, q, k, v, "(B, heads, N, head_dim)", shared=2)
+    target = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+    attn_bias = _check_float_bias(op, "attn_bias", attn_bias, q)
+    if attn_bias is not None:
+        _check_broadcast(op, "attn_bias", attn_bias, target, "(B, heads, Nq, Nk)")
+    if attn_mask is not None:
+        if not isinstance(attn_mask, Tensor) or attn_mask.dtype != torch.bool:
+            raise TypeError(
+                f"{op}: attn_mask must be a bool tensor (True = attend), got {_describe(attn_mask)}; "
+                "pass an additive float mask as attn_bias"
+            )
+        if attn_mask.device != q.device:
+            raise ValueError(f"{op}: attn_mask is on {attn_mask.device} but q is on {q.device}")
+        _check_broadcast(op, "attn_mask", attn_mask, target, "(B, heads, Nq, Nk)")
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"{op}: dropout_p must be in [0, 1), got {dropout_p}")
+    return _run(
+        op, backend, q.device, q, k, v,
+        attn_bias=attn_bias, attn_mask=attn_mask, scale=_resolve_scale(op, scale, q),
+        is_causal=bool(is_causal), dropout_p=float(dropout_p),
+    )
+
+
+def window_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    window_size: int | tuple[int, int],
+    *,
+    attn_bias: Tensor | None = None,
+    scale: float | None = None,
+    backend: str | None = None,
+) -> Tensor:
+    """Attention within non-overlapping windows of a feature map (Swin-style).
+
+    Windows are numbered row-major over the (H / wh, W / ww) grid, tokens row-major within a
+    window, as in Swin's window partition.
+
+    Args:
+        q: Queries, (B, heads, H, W, head_dim).
+        k: Keys, (B, heads, H, W, head_dim).
+        v: Values, (B, heads, H, W, dv).
+        window_size: (wh, ww), or one int for square windows; H and W must be multiples.
+        attn_bias: Additive bias over the wh*ww tokens of a window: (heads, N, N), the same for
+            every window (relative position bias), or (nW, heads, N, N) per window (relative
+            position bias plus shift mask); size-1 dims broadcast.
+        scale: Logit scale; None means ``head_dim ** -0.5``.
+        backend: ``'reference'``/``'math'`` or ``'sdpa'`` (default).
+
+    Returns:
+        (B, heads, H, W, dv).
+    """
+    op = "window_attention"
+    _check_qkv(op, q, k, v, "(B, heads, H, W, head_dim)", shared=4)
+    sizes = (window_size, window_size) if isinstance(window_size, int) else tuple(window_size)
+    if len(sizes) != 2:
+        raise ValueError(f"{op}: window_size must be an int or (wh, ww), got {window_size!r}")
+    wh, ww = (_positive_int(op, "window_size", s) for s in sizes)
+    H, W = q.shape[2], q.shape[3]
+    if H % wh or W % ww:
+        raise ValueError(
+            f"{op}: the feature map H x W = {H} x {W} is not a multiple of the window {wh} x {ww}; "
+            "the caller must pad it to a multiple first (e.g. with zoo.layers padding) and crop "
+            "the output"
+        )
+    attn_bias = _check_float_bias(op, "attn_bias", attn_bias, q)
+    if attn_bias is not None:
+        heads, n, n_windows = q.shape[1], wh * ww, (H // wh) * (W // ww)
+        if attn_bias.dim() == 3:
+            _check_broadcast(op, "attn_bias", attn_bias, (heads, n, n), "(heads, N, N)")
+        elif attn_bias.dim() == 4:
+            _check_broadcast(op, "attn_bias", attn_bias, (n_windows, heads, n, n), "(nW, heads, N, N)")
+        else:
+            raise ValueError(
+                f"{op}: attn_bias must be (heads, N, N) or (nW, heads, N, N) with N = {n}, "
+                f"nW = {n_windows}; got shape {tuple(attn_bias.shape)}"
+            )
+    return _run(
+        op, backend, q.device, q, k, v, (wh, ww),
+        attn_bias=attn_bias, scale=_resolve_scale(op, scale, q),
+    )
+
+
+def neighborhood_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    kernel_size: int,
+    *,
+    dilation: int = 1,
+    rpb: Tensor | None = None,
+    scale: float | None = None,
+    backend: str | None = None,
+) -> Tensor:
+    """2-D neighborhood attention with NATTEN's semantics.
+
+    Each query attends to ``kernel_size x kernel_size`` keys around it, taken every
+    ``dilation`` pixels; near the borders the window is shifted inwards (not shrunk), so every
+    query always has ``kernel_size ** 2`` keys.
+
+    Args:
+        q: Queries, (B, heads, H, W, head_dim).
+        k: Keys, (B, heads, H, W, head_dim).
+        v: Values, (B, heads, H, W, dv).
+        kernel_size: Odd window size; H and W must be at least ``kernel_size * dilation``.
+        dilation: Stride between the pixels of a neighbourhood.
+        rpb: Relative position bias (heads, 2 * kernel_size - 1, 2 * kernel_size - 1), indexed
+            by (key row - query row) / dilation + kernel_size - 1 and likewise for columns.
+        scale: Logit scale; None means ``head_dim ** -0.5``.
+        backend: ``'reference'``/``'math'``, ``'sdpa'`` (default; a dense attention with a
+            (H*W)^2 mask, fine for moderate sizes) or ``'natten'`` (no rpb; forward only on CPU).
+
+    Returns:
+        (B, heads, H, W, dv).
+    """
+    op = "neighborhood_attention"
+    _check_qkv(op, q, k, v, "(B, heads, H, W, head_dim)", shared=4)
+    kernel_size = _positive_int(op, "kernel_size", kernel_size)
+    dilation = _positive_int(op, "dilation", dilation)
+    if kernel_size % 2 == 0:
+        raise ValueError(f"{op}: kernel_size must be odd, got {kernel_size}")
+    H, W = q.shape[2], q.shape[3]
+    if min(H, W) < kernel_size * dilation:
+        raise ValueError(
+            f"{op}: the feature map H x W = {H} x {W} is smaller than kernel_size * dilation = "
+            f"{kernel_size * dilation}; the caller must pad it first (e.g. with zoo.layers padding)"
+        )
+    rpb = _check_float_bias(op, "rpb", rpb, q)
+    if rpb is not None:
+        expected = (q.shape[1], 2 * kernel_size - 1, 2 * kernel_size - 1)
+        if tuple(rpb.shape) != expected:
+            raise ValueError(
+                f"{op}: rpb must be (heads, 2k-1, 2k-1) = {expected}, got {tuple(rpb.shape)}"
+            )
+    return _run(
+        op, backend, q.device, q, k, v, kernel_size,
+        dilation=dilation, rpb=rpb, scale=_resolve_scale(op, scale, q),
+    )
+
+
+def routed_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    region_index: Tensor,
+    *,
+    scale: float | None = None,
+    backend: str | None = None,
+) -> Tensor:
+    """BiFormer's bi-level routing attention over gathered regions.
+
+    Query region r of image b attends, with one softmax, to the concatenated tokens of the key
+    regions ``region_index[b, r, 0], ..., region_index[b, r, topk - 1]``, in that order.
+
+    Args:
+        q: Queries grouped by region, (B, heads, R, Nq, head_dim).
+        k: Keys grouped by region, (B, heads, R, Nk, head_dim).
+        v: Values grouped by region, (B, heads, R, Nk, dv).
+        region_index: (B, R, topk) integer indices in [0, R) of the key regions of each query
+            region; converted to int64. Checking its range reads it on the host (a device
+            synchronisation on CUDA; skipped on the meta device and under torch.compile).
+        scale: Logit scale; None means ``head_dim ** -0.5``.
+        backend: ``'reference'``/``'math'``, ``'sdpa'`` (default) or ``'triton'`` (CUDA, or
+            CPU with ``TRITON_INTERPRET=1``).
+
+    Returns:
+        (B, heads, R, Nq, dv).
+    """
+    op = "routed_attention"
+    _check_qkv(op, q, k, v, "(B, heads, R, N, head_dim)", shared=3)
+    B, R = q.shape[0], q.shape[2]
+    if not isinstance(region_index, Tensor) or region_index.dtype not in _INDEX_DTYPES:
+        raise TypeError(f"{op}: region_index must be an integer tensor, got {_describe(region_index)}")
+    if region_index.dim() != 3 or tuple(region_index.shape[:2]) != (B, R) or region_index.shape[2] < 1:
+        raise ValueError(
+            f"{op}: region_index must be (B, R, topk) = ({B}, {R}, topk >= 1), "
+            f"got {tuple(region_index.shape)}"
+        )
+    if region_index.device != q.device:
+        raise ValueError(f"{op}: region_index is on {region_index.device} but q is on {q.device}")
+    region_index = region_index.long()
+    # Values cannot be read on the meta device (FLOP counting) nor while torch.compile traces.
+    if region_index.device.type != "meta" and not torch.compiler.is_compiling():
+        low, high = int(region_index.min()), int(region_index.max())
+        if low < 0 or high >= R:
+            raise ValueError(f"{op}: region_index values must be in [0, R) = [0, {R}), got [{low}, {high}]")
+    return _run(op, backend, q.device, q, k, v, region_index, scale=_resolve_scale(op, scale, q))
+
+
+def linear_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    q_norm: Tensor | None = None,
+    k_norm: Tensor | None = None,
+    eps: float = 1e-6,
+    backend: str | None = None,
+) -> Tensor:
+    """Non-causal linear attention as RALA / RAVLT use it.
+
+    ``out = (q @ (k^T v / Nk)) * z`` with ``z = 1 / (q_norm . mean_N(k_norm) + eps)``.
+
+    Args:
+        q: Queries (feature-mapped, e.g. ELU + 1 and possibly RoPE-rotated), (B, heads, Nq, d).
+        k: Keys, (B, heads, Nk, d).
+        v: Values, (B, heads, Nk, dv).
+        q_norm: Queries for the normaliser, shaped like q; defaults to q. RAVLT passes the
+            queries before RoPE here.
+        k_norm: Keys for the normaliser, shaped like k; defaults to k.
+        eps: Added to the normaliser's denominator.
+        backend: ``'reference'``/``'math'`` (default and only backend: the op is two small
+            matmuls already, there is nothing for a fused path to save).
+
+    Returns:
+        (B, heads, Nq, dv).
+    """
+    op = "linear_attention"
+    _check_qkv(op, q, k, v, "(B, heads, N, d)", shared=2)
+    for name, t, like in (("q_norm", q_norm, q), ("k_norm", k_norm, k)):
+        if t is None:
+            continue
+        same = isinstance(t, Tensor) and (t.shape, t.dtype, t.device) == (like.shape, like.dtype, like.device)
+        if not same:
+            raise ValueError(
+                f"{op}: {name} must be shaped like {name[0]} {tuple(like.shape)} with dtype {like.dtype} "
+                f"on {like.device}, got {tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__}"
+            )
+    return _run(
+        op, backend, q.device, q, k, v,
+        q_norm=q if q_norm is None else q_norm, k_norm=k if k_norm is None else k_norm, eps=float(eps),
+    )
