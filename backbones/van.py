@@ -20,7 +20,6 @@ Differences from the official code, none of which changes the outputs:
 from __future__ import annotations
 
 import re
-from functools import partial
 from typing import Any, Callable
 
 import torch

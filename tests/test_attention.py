@@ -26,8 +26,8 @@ from zoo.attention import _dispatch, reference
 from zoo.attention import sdpa as sdpa_backend
 
 ATOL, RTOL = 1e-5, 1e-4
-HAS_NATTEN = _dispatch._unavailable_reason("natten", None) is None
-HAS_TRITON = _dispatch._import_problem("triton", "Triton", "", "triton") is None
+HAS_NATTEN = _dispatch._unavailable_reason('natten', None) is None
+HAS_TRITON = _dispatch._import_problem('triton', 'Triton', '', 'triton') is None
 
 
 @pytest.fixture(autouse=True)
@@ -69,7 +69,7 @@ def test_reference_dense_matches_explicit_loops() -> None:
     )
     bias = randn(3, 4, dtype=torch.float64)
     mask = torch.tensor([[True, False, True, True], [False, False, False, True], [True, True, True, True]])
-    out = za.dense_attention(q, k, v, attn_bias=bias, attn_mask=mask, scale=0.7, backend="reference")
+    out = za.dense_attention(q, k, v, attn_bias=bias, attn_mask=mask, scale=0.7, backend='reference')
     for i in range(3):
         logits = [0.7 * sum(q[0, 0, i, c] * k[0, 0, j, c] for c in range(2)) + bias[i, j] for j in range(4)]
         weights = [math.exp(logits[j]) if mask[i, j] else 0.0 for j in range(4)]
@@ -82,10 +82,10 @@ def test_reference_dense_identities() -> None:
     q, v = randn(2, 3, 5, 4), randn(2, 3, 6, 7)
     same_keys = randn(2, 3, 1, 4).expand(2, 3, 6, 4)
     # Identical keys get equal weights: the output is the mean of the values.
-    out = za.dense_attention(q, same_keys, v, backend="reference")
+    out = za.dense_attention(q, same_keys, v, backend='reference')
     torch.testing.assert_close(out, v.mean(dim=2, keepdim=True).expand_as(out))
     # Causal: the first query sees the first key only.
-    out = za.dense_attention(q, randn(2, 3, 6, 4), v, is_causal=True, backend="reference")
+    out = za.dense_attention(q, randn(2, 3, 6, 4), v, is_causal=True, backend='reference')
     torch.testing.assert_close(out[:, :, 0], v[:, :, 0])
 
 
@@ -93,9 +93,9 @@ def test_reference_window_with_one_window_equals_dense() -> None:
     torch.manual_seed(0)
     q, k, v = randn(2, 2, 3, 4, 5), randn(2, 2, 3, 4, 5), randn(2, 2, 3, 4, 6)
     bias = randn(2, 12, 12)
-    out = za.window_attention(q, k, v, (3, 4), attn_bias=bias, backend="reference")
+    out = za.window_attention(q, k, v, (3, 4), attn_bias=bias, backend='reference')
     flat = [t.flatten(2, 3) for t in (q, k, v)]
-    expected = za.dense_attention(*flat, attn_bias=bias, backend="reference").reshape(2, 2, 3, 4, 6)
+    expected = za.dense_attention(*flat, attn_bias=bias, backend='reference').reshape(2, 2, 3, 4, 6)
     torch.testing.assert_close(out, expected)
 
 
@@ -105,12 +105,12 @@ def test_reference_window_equals_dense_on_each_crop() -> None:
     q, k, v = randn(1, 2, 4, 6, 3), randn(1, 2, 4, 6, 3), randn(1, 2, 4, 6, 5)
     wh, ww = 2, 3
     bias = randn(4, 2, wh * ww, wh * ww)  # (nW, heads, N, N) over a 2 x 2 grid of windows
-    out = za.window_attention(q, k, v, (wh, ww), attn_bias=bias, backend="reference")
+    out = za.window_attention(q, k, v, (wh, ww), attn_bias=bias, backend='reference')
     for wy in range(2):
         for wx in range(2):
             crop = (slice(None), slice(None), slice(wy * wh, (wy + 1) * wh), slice(wx * ww, (wx + 1) * ww))
             flat = [t[crop].flatten(2, 3) for t in (q, k, v)]
-            expected = za.dense_attention(*flat, attn_bias=bias[wy * 2 + wx], backend="reference")
+            expected = za.dense_attention(*flat, attn_bias=bias[wy * 2 + wx], backend='reference')
             torch.testing.assert_close(out[crop], expected.reshape(1, 2, wh, ww, 5))
 
 
@@ -148,7 +148,7 @@ def _neighborhood_by_loops(q, k, v, kernel_size, dilation, rpb, scale):
 
 
 @pytest.mark.parametrize(
-    "H, W, kernel_size, dilation, with_rpb",
+    'H, W, kernel_size, dilation, with_rpb',
     [(5, 7, 3, 1, True), (6, 7, 3, 2, True), (7, 6, 5, 1, False), (9, 10, 3, 3, True)],
 )
 def test_reference_neighborhood_matches_explicit_loops(H, W, kernel_size, dilation, with_rpb) -> None:
@@ -156,7 +156,7 @@ def test_reference_neighborhood_matches_explicit_loops(H, W, kernel_size, dilati
     q, k, v = (randn(1, 2, H, W, 3, dtype=torch.float64) for _ in range(3))
     rpb = randn(2, 2 * kernel_size - 1, 2 * kernel_size - 1, dtype=torch.float64) if with_rpb else None
     out = za.neighborhood_attention(
-        q, k, v, kernel_size, dilation=dilation, rpb=rpb, scale=0.5, backend="reference"
+        q, k, v, kernel_size, dilation=dilation, rpb=rpb, scale=0.5, backend='reference'
     )
     torch.testing.assert_close(out, _neighborhood_by_loops(q, k, v, kernel_size, dilation, rpb, 0.5))
 
@@ -165,13 +165,13 @@ def test_reference_neighborhood_over_whole_image_equals_dense() -> None:
     torch.manual_seed(0)
     q, k, v = randn(2, 2, 5, 5, 4), randn(2, 2, 5, 5, 4), randn(2, 2, 5, 5, 3)
     rpb = randn(2, 9, 9)
-    out = za.neighborhood_attention(q, k, v, 5, rpb=rpb, backend="reference")
+    out = za.neighborhood_attention(q, k, v, 5, rpb=rpb, backend='reference')
     # Every query sees every pixel; the bias of key (a, b) for query (y, x) is rpb[a - y + 4, b - x + 4].
-    ys, xs = torch.meshgrid(torch.arange(5), torch.arange(5), indexing="ij")
+    ys, xs = torch.meshgrid(torch.arange(5), torch.arange(5), indexing='ij')
     ys, xs = ys.flatten(), xs.flatten()
     bias = rpb[:, ys[None, :] - ys[:, None] + 4, xs[None, :] - xs[:, None] + 4]
     flat = [t.flatten(2, 3) for t in (q, k, v)]
-    expected = za.dense_attention(*flat, attn_bias=bias, backend="reference").reshape(2, 2, 5, 5, 3)
+    expected = za.dense_attention(*flat, attn_bias=bias, backend='reference').reshape(2, 2, 5, 5, 3)
     torch.testing.assert_close(out, expected)
 
 
@@ -181,8 +181,8 @@ def test_reference_routed_with_all_regions_equals_dense() -> None:
     q, k, v = randn(B, h, R, n_q, 6), randn(B, h, R, n_k, 6), randn(B, h, R, n_k, 3)
     # Every region selects every region, in a shuffled order: the softmax does not care.
     region_index = torch.stack([torch.randperm(R) for _ in range(B * R)]).reshape(B, R, R)
-    out = za.routed_attention(q, k, v, region_index, backend="reference")
-    expected = za.dense_attention(q.flatten(2, 3), k.flatten(2, 3), v.flatten(2, 3), backend="reference")
+    out = za.routed_attention(q, k, v, region_index, backend='reference')
+    expected = za.dense_attention(q.flatten(2, 3), k.flatten(2, 3), v.flatten(2, 3), backend='reference')
     torch.testing.assert_close(out, expected.reshape(B, h, R, n_q, 3))
 
 
@@ -191,12 +191,12 @@ def test_reference_routed_equals_dense_over_concatenated_regions() -> None:
     B, h, R = 2, 2, 4
     q, k, v = randn(B, h, R, 3, 5), randn(B, h, R, 2, 5), randn(B, h, R, 2, 4)
     region_index = torch.tensor([[[1, 3], [0, 0], [2, 1], [3, 0]], [[2, 2], [1, 0], [0, 3], [3, 1]]])
-    out = za.routed_attention(q, k, v, region_index, backend="reference")
+    out = za.routed_attention(q, k, v, region_index, backend='reference')
     for b in range(B):
         for r in range(R):
             keys = torch.cat([k[b, :, i] for i in region_index[b, r]], dim=1)
             values = torch.cat([v[b, :, i] for i in region_index[b, r]], dim=1)
-            expected = za.dense_attention(q[None, b, :, r], keys[None], values[None], backend="reference")
+            expected = za.dense_attention(q[None, b, :, r], keys[None], values[None], backend='reference')
             torch.testing.assert_close(out[b, :, r], expected[0])
 
 
@@ -223,7 +223,7 @@ def test_fully_masked_query_gives_zeros_and_finite_grads() -> None:
     q, k, v = randn(1, 2, 3, 4), randn(1, 2, 5, 4), randn(1, 2, 5, 4)
     mask = torch.ones(3, 5, dtype=torch.bool)
     mask[1] = False
-    for backend in ("reference", "sdpa"):
+    for backend in ('reference', 'sdpa'):
         out, grads = forward_and_grads(
             lambda q, k, v, backend=backend: za.dense_attention(q, k, v, attn_mask=mask, backend=backend),
             [q, k, v],
@@ -234,7 +234,7 @@ def test_fully_masked_query_gives_zeros_and_finite_grads() -> None:
 
 def test_dropout_is_random_but_seeded() -> None:
     q, k, v = randn(2, 2, 6, 4), randn(2, 2, 6, 4), randn(2, 2, 6, 4)
-    for backend in ("reference", "sdpa"):
+    for backend in ('reference', 'sdpa'):
         runs = []
         for _ in range(2):
             torch.manual_seed(1)
@@ -246,25 +246,25 @@ def test_dropout_is_random_but_seeded() -> None:
 # --- every backend against the reference ------------------------------------------------------
 
 DENSE_CASES = {
-    "plain": {},
-    "bias": {"attn_bias": (2, 5, 7)},
-    "broadcast-bias": {"attn_bias": (1, 1, 1, 7)},
-    "mask": {"attn_mask": (2, 1, 5, 7)},
-    "causal": {"is_causal": True},
-    "bias+mask+causal": {"attn_bias": (2, 5, 7), "attn_mask": (5, 7), "is_causal": True},
+    'plain': {},
+    'bias': {'attn_bias': (2, 5, 7)},
+    'broadcast-bias': {'attn_bias': (1, 1, 1, 7)},
+    'mask': {'attn_mask': (2, 1, 5, 7)},
+    'causal': {'is_causal': True},
+    'bias+mask+causal': {'attn_bias': (2, 5, 7), 'attn_mask': (5, 7), 'is_causal': True},
 }
 
 
 def _dense_inputs(case: dict) -> tuple[list[torch.Tensor], dict]:
     torch.manual_seed(0)
     tensors = [randn(2, 2, 5, 4), randn(2, 2, 7, 4), randn(2, 2, 7, 3)]  # Nq != Nk, dv != d
-    kwargs = {"is_causal": case.get("is_causal", False)}
-    if "attn_mask" in case:
-        mask = torch.rand(case["attn_mask"]) > 0.4
+    kwargs = {'is_causal': case.get('is_causal', False)}
+    if 'attn_mask' in case:
+        mask = torch.rand(case['attn_mask']) > 0.4
         mask[..., 0] = True  # keep a key for every query, whatever the causal mask does
-        kwargs["attn_mask"] = mask
-    if "attn_bias" in case:
-        tensors.append(randn(*case["attn_bias"]))
+        kwargs['attn_mask'] = mask
+    if 'attn_bias' in case:
+        tensors.append(randn(*case['attn_bias']))
     return tensors, kwargs
 
 
@@ -275,10 +275,10 @@ def _dense(backend: str, kwargs: dict) -> Callable[..., torch.Tensor]:
     return run
 
 
-@pytest.mark.parametrize("case", list(DENSE_CASES))
+@pytest.mark.parametrize('case', list(DENSE_CASES))
 def test_dense_sdpa_matches_reference(case: str) -> None:
     tensors, kwargs = _dense_inputs(DENSE_CASES[case])
-    assert_same_forward_and_grads(_dense("sdpa", kwargs), _dense("reference", kwargs), tensors)
+    assert_same_forward_and_grads(_dense('sdpa', kwargs), _dense('reference', kwargs), tensors)
 
 
 WINDOW_CASES = [
@@ -290,7 +290,7 @@ WINDOW_CASES = [
 ]
 
 
-@pytest.mark.parametrize("H, W, window, bias_shape", WINDOW_CASES)
+@pytest.mark.parametrize('H, W, window, bias_shape', WINDOW_CASES)
 def test_window_sdpa_matches_reference(H, W, window, bias_shape) -> None:
     torch.manual_seed(0)
     tensors = [randn(2, 2, H, W, 4), randn(2, 2, H, W, 4), randn(2, 2, H, W, 5)]
@@ -302,7 +302,7 @@ def test_window_sdpa_matches_reference(H, W, window, bias_shape) -> None:
             q, k, v, window, attn_bias=bias, backend=backend
         )
 
-    assert_same_forward_and_grads(run("sdpa"), run("reference"), tensors)
+    assert_same_forward_and_grads(run('sdpa'), run('reference'), tensors)
 
 
 NEIGHBORHOOD_CASES = [
@@ -314,7 +314,7 @@ NEIGHBORHOOD_CASES = [
 ]
 
 
-@pytest.mark.parametrize("H, W, kernel_size, dilation, with_rpb", NEIGHBORHOOD_CASES)
+@pytest.mark.parametrize('H, W, kernel_size, dilation, with_rpb', NEIGHBORHOOD_CASES)
 def test_neighborhood_sdpa_matches_reference(H, W, kernel_size, dilation, with_rpb) -> None:
     torch.manual_seed(0)
     tensors = [randn(2, 2, H, W, 4), randn(2, 2, H, W, 4), randn(2, 2, H, W, 3)]
@@ -326,7 +326,7 @@ def test_neighborhood_sdpa_matches_reference(H, W, kernel_size, dilation, with_r
             q, k, v, kernel_size, dilation=dilation, rpb=rpb, backend=backend
         )
 
-    assert_same_forward_and_grads(run("sdpa"), run("reference"), tensors)
+    assert_same_forward_and_grads(run('sdpa'), run('reference'), tensors)
 
 
 ROUTED_SHAPES = dict(B=2, h=2, R=4, n_q=3, n_k=5, d=6, dv=4, topk=2)
@@ -349,68 +349,68 @@ def test_routed_sdpa_matches_reference() -> None:
     def run(backend):
         return lambda q, k, v: za.routed_attention(q, k, v, region_index, backend=backend)
 
-    assert_same_forward_and_grads(run("sdpa"), run("reference"), tensors)
+    assert_same_forward_and_grads(run('sdpa'), run('reference'), tensors)
 
 
 def test_linear_attention_has_no_sdpa_path() -> None:
     q = randn(1, 2, 4, 3)
     with pytest.raises(za.BackendNotSupported, match="linear_attention.*'reference'"):
-        za.linear_attention(q, q, q, backend="sdpa")
-    assert za.available_backends("linear_attention") == ["reference"]
+        za.linear_attention(q, q, q, backend='sdpa')
+    assert za.available_backends('linear_attention') == ['reference']
 
 
 # --- NATTEN ----------------------------------------------------------------------------------
 
 
 @pytest.mark.skipif(not HAS_NATTEN, reason="NATTEN is not installed (pip install 'zoo[natten]')")
-@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
-@pytest.mark.parametrize("H, W, kernel_size, dilation", [(6, 9, 3, 1), (8, 6, 3, 2), (7, 10, 5, 1)])
+@pytest.mark.filterwarnings('ignore::UserWarning', 'ignore::FutureWarning')
+@pytest.mark.parametrize('H, W, kernel_size, dilation', [(6, 9, 3, 1), (8, 6, 3, 2), (7, 10, 5, 1)])
 def test_neighborhood_natten_matches_reference(H, W, kernel_size, dilation) -> None:
     torch.manual_seed(0)
     # NATTEN's CPU path (Flex Attention) wants head_dim == dv, a power of two >= 8.
     q, k, v = (randn(2, 2, H, W, 8) for _ in range(3))
     with torch.no_grad():
-        out = za.neighborhood_attention(q, k, v, kernel_size, dilation=dilation, backend="natten")
-    expected = za.neighborhood_attention(q, k, v, kernel_size, dilation=dilation, backend="reference")
+        out = za.neighborhood_attention(q, k, v, kernel_size, dilation=dilation, backend='natten')
+    expected = za.neighborhood_attention(q, k, v, kernel_size, dilation=dilation, backend='reference')
     torch.testing.assert_close(out, expected, atol=ATOL, rtol=RTOL)
 
 
 @pytest.mark.skipif(not HAS_NATTEN, reason="NATTEN is not installed (pip install 'zoo[natten]')")
-@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
+@pytest.mark.filterwarnings('ignore::UserWarning', 'ignore::FutureWarning')
 def test_natten_cases_it_has_no_kernel_for_are_not_supported() -> None:
     q = randn(1, 2, 6, 6, 5)  # head_dim 5: no CPU kernel
-    with torch.no_grad(), pytest.raises(za.BackendNotSupported, match="no kernel for head_dim=5"):
-        za.neighborhood_attention(q, q, q, 3, backend="natten")
+    with torch.no_grad(), pytest.raises(za.BackendNotSupported, match='no kernel for head_dim=5'):
+        za.neighborhood_attention(q, q, q, 3, backend='natten')
 
 
 @pytest.fixture
 def natten_stub(monkeypatch: pytest.MonkeyPatch) -> None:
     """A stand-in NATTEN whose kernel must not be reached: the refusals come first."""
-    functional = types.ModuleType("natten.functional")
+    functional = types.ModuleType('natten.functional')
 
     def na2d(*args, **kwargs):
-        raise AssertionError("the refusal should have happened before calling NATTEN")
+        raise AssertionError('the refusal should have happened before calling NATTEN')
 
     functional.na2d = na2d
-    package = types.ModuleType("natten")
+    package = types.ModuleType('natten')
     package.functional = functional
-    monkeypatch.setitem(sys.modules, "natten", package)
-    monkeypatch.setitem(sys.modules, "natten.functional", functional)
+    monkeypatch.setitem(sys.modules, 'natten', package)
+    monkeypatch.setitem(sys.modules, 'natten.functional', functional)
 
 
-@pytest.mark.usefixtures("natten_stub")
+@pytest.mark.usefixtures('natten_stub')
 def test_natten_refuses_to_train_on_cpu() -> None:
     q, k, v = (randn(1, 2, 6, 6, 8) for _ in range(3))
     q.requires_grad_(True)
-    with pytest.raises(za.BackendUnavailable, match="forward-only on cpu.*no_grad"):
-        za.neighborhood_attention(q, k, v, 3, backend="natten")
+    with pytest.raises(za.BackendUnavailable, match='forward-only on cpu.*no_grad'):
+        za.neighborhood_attention(q, k, v, 3, backend='natten')
 
 
-@pytest.mark.usefixtures("natten_stub")
+@pytest.mark.usefixtures('natten_stub')
 def test_natten_refuses_rpb() -> None:
     q = randn(1, 2, 6, 6, 8)
-    with torch.no_grad(), pytest.raises(za.BackendNotSupported, match="rpb"):
-        za.neighborhood_attention(q, q, q, 3, rpb=randn(2, 5, 5), backend="natten")
+    with torch.no_grad(), pytest.raises(za.BackendNotSupported, match='rpb'):
+        za.neighborhood_attention(q, q, q, 3, rpb=randn(2, 5, 5), backend='natten')
 
 
 # --- xFormers (CUDA only: a stand-in module checks our side of the call) ----------------------
@@ -427,53 +427,53 @@ def fake_xformers(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
     calls: list[dict] = []
 
     def memory_efficient_attention(query, key, value, attn_bias=None, p=0.0, scale=None):
-        calls.append({"shape": tuple(query.shape), "attn_bias": attn_bias, "p": p})
+        calls.append({'shape': tuple(query.shape), 'attn_bias': attn_bias, 'p': p})
         q, k, v = (t.transpose(1, 2) for t in (query, key, value))
         logits = (q @ k.transpose(-2, -1)) * scale
         if isinstance(attn_bias, _LowerTriangularMask):
             causal = torch.ones(logits.shape[-2:], dtype=torch.bool).tril()
-            logits = logits.masked_fill(~causal, float("-inf"))
+            logits = logits.masked_fill(~causal, float('-inf'))
         elif attn_bias is not None:
             assert attn_bias.shape == logits.shape and attn_bias.stride(-2) % 8 == 0
             logits = logits + attn_bias
         return (logits.softmax(-1) @ v).transpose(1, 2)
 
-    ops = types.ModuleType("xformers.ops")
+    ops = types.ModuleType('xformers.ops')
     ops.memory_efficient_attention = memory_efficient_attention
     ops.LowerTriangularMask = _LowerTriangularMask
-    package = types.ModuleType("xformers")
+    package = types.ModuleType('xformers')
     package.ops = ops
-    monkeypatch.setitem(sys.modules, "xformers", package)
-    monkeypatch.setitem(sys.modules, "xformers.ops", ops)
+    monkeypatch.setitem(sys.modules, 'xformers', package)
+    monkeypatch.setitem(sys.modules, 'xformers.ops', ops)
     return calls
 
 
 def test_xformers_refuses_cpu_tensors(fake_xformers) -> None:
     q = randn(1, 2, 4, 8)
-    with pytest.raises(za.BackendUnavailable, match="needs a CUDA device and the tensors are on cpu"):
-        za.dense_attention(q, q, q, backend="xformers")
+    with pytest.raises(za.BackendUnavailable, match='needs a CUDA device and the tensors are on cpu'):
+        za.dense_attention(q, q, q, backend='xformers')
     assert not fake_xformers
 
 
 def test_xformers_listed_only_with_cuda(fake_xformers, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert "xformers" not in za.available_backends()
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert "xformers" in za.available_backends("dense_attention")
-    assert "xformers" not in za.available_backends("window_attention")
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    assert 'xformers' not in za.available_backends()
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    assert 'xformers' in za.available_backends('dense_attention')
+    assert 'xformers' not in za.available_backends('window_attention')
 
 
-@pytest.mark.parametrize("case", list(DENSE_CASES))
+@pytest.mark.parametrize('case', list(DENSE_CASES))
 def test_dense_xformers_layout_and_masks(case: str, fake_xformers, monkeypatch: pytest.MonkeyPatch) -> None:
     # Let CPU tensors through the device check, to run our conversion code on the stand-in.
-    monkeypatch.setattr(_dispatch, "_cuda_problem", lambda backend, device: None)
+    monkeypatch.setattr(_dispatch, '_cuda_problem', lambda backend, device: None)
     tensors, kwargs = _dense_inputs(DENSE_CASES[case])
-    assert_same_forward_and_grads(_dense("xformers", kwargs), _dense("reference", kwargs), tensors)
-    assert fake_xformers[0]["shape"] == (2, 5, 2, 4)  # (B, Nq, heads, d)
-    bias = fake_xformers[0]["attn_bias"]
-    if case == "causal":
+    assert_same_forward_and_grads(_dense('xformers', kwargs), _dense('reference', kwargs), tensors)
+    assert fake_xformers[0]['shape'] == (2, 5, 2, 4)  # (B, Nq, heads, d)
+    bias = fake_xformers[0]['attn_bias']
+    if case == 'causal':
         assert isinstance(bias, _LowerTriangularMask)
-    elif case == "plain":
+    elif case == 'plain':
         assert bias is None
 
 
@@ -482,22 +482,22 @@ def test_dense_xformers_layout_and_masks(case: str, fake_xformers, monkeypatch: 
 
 @pytest.fixture
 def triton_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    kernels = sys.modules.get("zoo.attention.triton_kernels")
+    monkeypatch.setenv('TRITON_INTERPRET', '1')
+    kernels = sys.modules.get('zoo.attention.triton_kernels')
     if kernels is not None and not kernels.INTERPRETED:
-        pytest.skip("the Triton kernel was compiled for the GPU earlier in this process")
+        pytest.skip('the Triton kernel was compiled for the GPU earlier in this process')
 
 
-@pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
-@pytest.mark.usefixtures("triton_interpreter")
+@pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')
+@pytest.mark.usefixtures('triton_interpreter')
 @pytest.mark.parametrize(
-    "shapes",
+    'shapes',
     [
         dict(B=1, h=2, R=3, n_q=3, n_k=5, d=6, dv=4, topk=2),
         # 70 keys per region: two key blocks of 64, the second one mostly masked.
         dict(B=1, h=1, R=2, n_q=2, n_k=70, d=4, dv=3, topk=2),
     ],
-    ids=["small", "two-key-blocks"],
+    ids=['small', 'two-key-blocks'],
 )
 def test_routed_triton_matches_reference_float32(shapes: dict) -> None:
     tensors, region_index = _routed_inputs(**shapes)
@@ -507,40 +507,40 @@ def test_routed_triton_matches_reference_float32(shapes: dict) -> None:
     def run(backend):
         return lambda q, k, v: za.routed_attention(q, k, v, region_index, backend=backend)
 
-    assert_same_forward_and_grads(run("triton"), run("reference"), [q, *tensors[1:]])
+    assert_same_forward_and_grads(run('triton'), run('reference'), [q, *tensors[1:]])
 
 
-@pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
-@pytest.mark.usefixtures("triton_interpreter")
+@pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')
+@pytest.mark.usefixtures('triton_interpreter')
 def test_routed_triton_float16_forward() -> None:
     (q, k, v), region_index = _routed_inputs(
         B=1, h=1, R=3, n_q=4, n_k=3, d=8, dv=8, topk=3, dtype=torch.float16
     )
-    out = za.routed_attention(q, k, v, region_index, backend="triton")
-    expected = za.routed_attention(q.float(), k.float(), v.float(), region_index, backend="reference")
+    out = za.routed_attention(q, k, v, region_index, backend='triton')
+    expected = za.routed_attention(q.float(), k.float(), v.float(), region_index, backend='reference')
     assert out.dtype == torch.float16
     torch.testing.assert_close(out.float(), expected, atol=2e-3, rtol=2e-3)
 
 
-@pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
+@pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')
 def test_triton_needs_cuda_or_the_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv('TRITON_INTERPRET', raising=False)
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     (q, k, v), region_index = _routed_inputs(**ROUTED_SHAPES)
     with pytest.raises(
-        za.BackendUnavailable, match="needs a CUDA device and the tensors are on cpu.*TRITON_INTERPRET=1"
+        za.BackendUnavailable, match='needs a CUDA device and the tensors are on cpu.*TRITON_INTERPRET=1'
     ):
-        za.routed_attention(q, k, v, region_index, backend="triton")
-    assert "triton" not in za.available_backends()
+        za.routed_attention(q, k, v, region_index, backend='triton')
+    assert 'triton' not in za.available_backends()
 
 
 def test_triton_missing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "triton", None)
+    monkeypatch.setitem(sys.modules, 'triton', None)
     (q, k, v), region_index = _routed_inputs(**ROUTED_SHAPES)
     with pytest.raises(
-        za.BackendUnavailable, match="needs Triton, which is not installed: pip install triton"
+        za.BackendUnavailable, match='needs Triton, which is not installed: pip install triton'
     ):
-        za.routed_attention(q, k, v, region_index, backend="triton")
+        za.routed_attention(q, k, v, region_index, backend='triton')
 
 
 # --- dispatch ---------------------------------------------------------------------------------
@@ -548,94 +548,94 @@ def test_triton_missing(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_default_backends() -> None:
     assert {op: za.get_backend(op) for op in za.OPS} == {
-        "dense_attention": "sdpa",
-        "window_attention": "sdpa",
-        "neighborhood_attention": "sdpa",
-        "routed_attention": "sdpa",
-        "linear_attention": "reference",
+        'dense_attention': 'sdpa',
+        'window_attention': 'sdpa',
+        'neighborhood_attention': 'sdpa',
+        'routed_attention': 'sdpa',
+        'linear_attention': 'reference',
     }
 
 
 def test_selection_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     """backend= > use_backend() > $ZOO_ATTENTION_BACKEND > the op's default, on real calls."""
     seen: list[str] = []
-    for name, module in (("reference", reference), ("sdpa", sdpa_backend)):
+    for name, module in (('reference', reference), ('sdpa', sdpa_backend)):
         original = module.window_attention
 
         def spy(*args, _name=name, _original=original, **kwargs):
             seen.append(_name)
             return _original(*args, **kwargs)
 
-        monkeypatch.setattr(module, "window_attention", spy)
+        monkeypatch.setattr(module, 'window_attention', spy)
     q = randn(1, 1, 2, 2, 4)
 
     def call(backend=None):
         za.window_attention(q, q, q, 2, backend=backend)
         return seen.pop()
 
-    assert call() == "sdpa"
-    monkeypatch.setenv(za.ENV_VAR, "reference")
-    assert call() == "reference" and za.get_backend("window_attention") == "reference"
-    with za.use_backend("sdpa"):
-        assert call() == "sdpa"
-        assert call(backend="math") == "reference"
-    assert call() == "reference"
+    assert call() == 'sdpa'
+    monkeypatch.setenv(za.ENV_VAR, 'reference')
+    assert call() == 'reference' and za.get_backend('window_attention') == 'reference'
+    with za.use_backend('sdpa'):
+        assert call() == 'sdpa'
+        assert call(backend='math') == 'reference'
+    assert call() == 'reference'
 
 
 def test_use_backend_nests_and_restores() -> None:
-    with za.use_backend("reference"):
-        assert za.get_backend("dense_attention") == "reference"
-        with za.use_backend("sdpa"):
-            assert za.get_backend("dense_attention") == "sdpa"
+    with za.use_backend('reference'):
+        assert za.get_backend('dense_attention') == 'reference'
+        with za.use_backend('sdpa'):
+            assert za.get_backend('dense_attention') == 'sdpa'
             with za.use_backend(None):
-                assert za.get_backend("linear_attention") == "reference"
-                assert za.get_backend("dense_attention") == "sdpa"  # the default
-        assert za.get_backend("dense_attention") == "reference"
+                assert za.get_backend('linear_attention') == 'reference'
+                assert za.get_backend('dense_attention') == 'sdpa'  # the default
+        assert za.get_backend('dense_attention') == 'reference'
     assert za._dispatch._SCOPED.get() is None
 
 
 def test_use_backend_is_per_thread() -> None:
     seen = []
-    with za.use_backend("reference"):
-        thread = threading.Thread(target=lambda: seen.append(za.get_backend("dense_attention")))
+    with za.use_backend('reference'):
+        thread = threading.Thread(target=lambda: seen.append(za.get_backend('dense_attention')))
         thread.start()
         thread.join()
-    assert seen == ["sdpa"]
+    assert seen == ['sdpa']
 
 
 def test_preference_list_picks_the_first_backend_implementing_the_op() -> None:
-    with za.use_backend("triton, sdpa"):
-        assert za.get_backend("routed_attention") == "triton"
-        assert za.get_backend("dense_attention") == "sdpa"
-        with pytest.raises(za.BackendNotSupported, match="linear_attention"):
-            za.get_backend("linear_attention")
+    with za.use_backend('triton, sdpa'):
+        assert za.get_backend('routed_attention') == 'triton'
+        assert za.get_backend('dense_attention') == 'sdpa'
+        with pytest.raises(za.BackendNotSupported, match='linear_attention'):
+            za.get_backend('linear_attention')
 
 
 def test_unknown_backend_names(monkeypatch: pytest.MonkeyPatch) -> None:
     q = randn(1, 1, 2, 4)
     valid = "'reference' \\(alias 'math'\\), 'sdpa', 'natten', 'xformers', 'triton'"
     with pytest.raises(ValueError, match=f"unknown attention backend 'flash'.*backend= argument.*{valid}"):
-        za.dense_attention(q, q, q, backend="flash")
+        za.dense_attention(q, q, q, backend='flash')
     with pytest.raises(ValueError, match="unknown attention backend 'cudnn'.*use_backend"):
-        with za.use_backend("cudnn"):
+        with za.use_backend('cudnn'):
             pass
-    monkeypatch.setenv(za.ENV_VAR, "fast")
+    monkeypatch.setenv(za.ENV_VAR, 'fast')
     with pytest.raises(ValueError, match=f"'fast' \\(from \\${za.ENV_VAR}\\)"):
         za.dense_attention(q, q, q)
-    with pytest.raises(ValueError, match="unknown attention op"):
-        za.available_backends("flash_attention")
+    with pytest.raises(ValueError, match='unknown attention op'):
+        za.available_backends('flash_attention')
 
 
 @pytest.mark.parametrize(
-    "call, message",
+    'call, message',
     [
         (
-            lambda q: za.window_attention(q, q, q, 2, backend="natten"),
+            lambda q: za.window_attention(q, q, q, 2, backend='natten'),
             "window_attention is not implemented by backend 'natten'.*'reference' \\(alias 'math'\\), 'sdpa'",
         ),
-        (lambda q: za.window_attention(q, q, q, 2, backend="xformers"), "window_attention .*'xformers'"),
+        (lambda q: za.window_attention(q, q, q, 2, backend='xformers'), "window_attention .*'xformers'"),
         (
-            lambda q: za.neighborhood_attention(q, q, q, 3, backend="triton"),
+            lambda q: za.neighborhood_attention(q, q, q, 3, backend='triton'),
             "neighborhood_attention .*'reference'.*'sdpa'.*'natten'",
         ),
     ],
@@ -649,59 +649,59 @@ def test_backend_that_does_not_implement_the_op(call, message) -> None:
 
 def test_not_implemented_from_context_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
     q = randn(1, 1, 4, 4, 4)
-    with za.use_backend("natten"), pytest.raises(za.BackendNotSupported, match="from use_backend"):
+    with za.use_backend('natten'), pytest.raises(za.BackendNotSupported, match='from use_backend'):
         za.window_attention(q, q, q, 2)
-    monkeypatch.setenv(za.ENV_VAR, "xformers")
-    with pytest.raises(za.BackendNotSupported, match=f"from \\${za.ENV_VAR}"):
+    monkeypatch.setenv(za.ENV_VAR, 'xformers')
+    with pytest.raises(za.BackendNotSupported, match=f'from \\${za.ENV_VAR}'):
         za.window_attention(q, q, q, 2)
 
 
 def test_missing_natten(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "natten", None)
-    monkeypatch.setitem(sys.modules, "natten.functional", None)
+    monkeypatch.setitem(sys.modules, 'natten', None)
+    monkeypatch.setitem(sys.modules, 'natten.functional', None)
     q = randn(1, 1, 4, 4, 8)
     with pytest.raises(
         za.BackendUnavailable, match="needs NATTEN, which is not installed: pip install 'zoo\\[natten\\]'"
     ) as info:
-        za.neighborhood_attention(q, q, q, 3, backend="natten")
+        za.neighborhood_attention(q, q, q, 3, backend='natten')
     assert isinstance(info.value, RuntimeError)
-    assert "natten" not in za.available_backends()
+    assert 'natten' not in za.available_backends()
 
 
 def test_missing_xformers(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "xformers", None)
-    monkeypatch.setitem(sys.modules, "xformers.ops", None)
+    monkeypatch.setitem(sys.modules, 'xformers', None)
+    monkeypatch.setitem(sys.modules, 'xformers.ops', None)
     q = randn(1, 1, 4, 8)
     with pytest.raises(
         za.BackendUnavailable, match="needs xFormers, which is not installed: pip install 'zoo\\[xformers\\]'"
     ):
-        za.dense_attention(q, q, q, backend="xformers")
+        za.dense_attention(q, q, q, backend='xformers')
 
 
 class _BrokenNattenFinder:
     """An import hook failing like an extension built against another torch."""
 
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "natten":
-            raise OSError("undefined symbol: _ZN2at4_ops")
+        if name.split('.')[0] == 'natten':
+            raise OSError('undefined symbol: _ZN2at4_ops')
         return None
 
 
 def test_broken_install_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sys, "meta_path", [_BrokenNattenFinder(), *sys.meta_path])
-    for name in [m for m in sys.modules if m.split(".")[0] == "natten"]:
+    monkeypatch.setattr(sys, 'meta_path', [_BrokenNattenFinder(), *sys.meta_path])
+    for name in [m for m in sys.modules if m.split('.')[0] == 'natten']:
         monkeypatch.delitem(sys.modules, name)
-    message = _dispatch._unavailable_reason("natten", None)
-    assert "could not import NATTEN (OSError: undefined symbol" in message
-    assert f"built for torch {torch.__version__}" in message
+    message = _dispatch._unavailable_reason('natten', None)
+    assert 'could not import NATTEN (OSError: undefined symbol' in message
+    assert f'built for torch {torch.__version__}' in message
 
 
 def test_available_backends() -> None:
     available = za.available_backends()
-    assert available[:2] == ["reference", "sdpa"]
+    assert available[:2] == ['reference', 'sdpa']
     assert set(available) <= set(za.BACKENDS)
-    assert za.available_backends("window_attention") == ["reference", "sdpa"]
-    assert ("natten" in za.available_backends("neighborhood_attention")) == HAS_NATTEN
+    assert za.available_backends('window_attention') == ['reference', 'sdpa']
+    assert ('natten' in za.available_backends('neighborhood_attention')) == HAS_NATTEN
 
 
 def test_import_does_not_import_optional_packages() -> None:
@@ -714,12 +714,12 @@ def test_import_does_not_import_optional_packages() -> None:
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('triton', 'natten', 'xformers')"
         " or m == 'zoo.attention.triton_kernels'))\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env = {k: v for k, v in os.environ.items() if k != 'TRITON_INTERPRET'}
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, '-c', code], capture_output=True, text=True, env=env, timeout=300
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    assert result.stdout.strip() == '[]'
 
 
 # --- meta device and torch.compile ----------------------------------------------------------
@@ -740,12 +740,12 @@ def _all_ops(q5: torch.Tensor, rpb: torch.Tensor, region_index: torch.Tensor) ->
     ]
 
 
-@pytest.mark.parametrize("backend", ["reference", "sdpa"])
+@pytest.mark.parametrize('backend', ['reference', 'sdpa'])
 def test_ops_run_on_the_meta_device(backend: str) -> None:
     """FLOP counting builds models on 'meta': the ops must work there, without reading values."""
-    meta = torch.device("meta")
+    meta = torch.device('meta')
     q5, rpb = torch.empty(2, 2, 4, 4, 8, device=meta), torch.empty(2, 5, 5, device=meta)
-    with za.use_backend(f"{backend},reference"):
+    with za.use_backend(f'{backend},reference'):
         outs = _all_ops(q5, rpb, torch.empty(2, 4, 2, dtype=torch.long, device=meta))
     assert [tuple(o.shape) for o in outs] == [
         (2, 2, 16, 8),
@@ -760,7 +760,7 @@ def test_ops_compile_without_graph_breaks() -> None:
     torch.manual_seed(0)
     q5, rpb = randn(1, 2, 4, 4, 8), randn(2, 5, 5)
     region_index = torch.tensor([[[0, 1], [1, 2], [3, 2], [0, 3]]])
-    compiled = torch.compile(_all_ops, backend="eager", fullgraph=True)
+    compiled = torch.compile(_all_ops, backend='eager', fullgraph=True)
     for out, expected in zip(compiled(q5, rpb, region_index), _all_ops(q5, rpb, region_index), strict=True):
         torch.testing.assert_close(out, expected)
 
@@ -774,74 +774,74 @@ _index = torch.zeros(2, 4, 2, dtype=torch.long)
 
 
 @pytest.mark.parametrize(
-    "call, error, message",
+    'call, error, message',
     [
         (
             lambda: za.dense_attention(_q4[0], _k4, _k4),
             ValueError,
-            "q must be 4-D \\(B, heads, N, head_dim\\), got shape \\(2, 5, 4\\)",
+            'q must be 4-D \\(B, heads, N, head_dim\\), got shape \\(2, 5, 4\\)',
         ),
-        (lambda: za.dense_attention(_q4, randn(2, 2, 7, 3), _k4), ValueError, "same head_dim"),
+        (lambda: za.dense_attention(_q4, randn(2, 2, 7, 3), _k4), ValueError, 'same head_dim'),
         (
             lambda: za.dense_attention(_q4, randn(1, 2, 7, 4), randn(1, 2, 7, 4)),
             ValueError,
-            "agree on the first 2 dims",
+            'agree on the first 2 dims',
         ),
-        (lambda: za.dense_attention(_q4, _k4, randn(2, 2, 6, 4)), ValueError, "k and v must agree"),
-        (lambda: za.dense_attention(_q4.long(), _k4.long(), _k4.long()), TypeError, "floating dtype"),
-        (lambda: za.dense_attention(_q4, _k4.double(), _k4), TypeError, "one dtype"),
-        (lambda: za.dense_attention(_q4, _k4, _k4, attn_mask=torch.ones(5, 7)), TypeError, "bool tensor"),
+        (lambda: za.dense_attention(_q4, _k4, randn(2, 2, 6, 4)), ValueError, 'k and v must agree'),
+        (lambda: za.dense_attention(_q4.long(), _k4.long(), _k4.long()), TypeError, 'floating dtype'),
+        (lambda: za.dense_attention(_q4, _k4.double(), _k4), TypeError, 'one dtype'),
+        (lambda: za.dense_attention(_q4, _k4, _k4, attn_mask=torch.ones(5, 7)), TypeError, 'bool tensor'),
         (
             lambda: za.dense_attention(_q4, _k4, _k4, attn_bias=randn(5, 6)),
             ValueError,
-            "does not broadcast to \\(B, heads, Nq, Nk\\)",
+            'does not broadcast to \\(B, heads, Nq, Nk\\)',
         ),
-        (lambda: za.dense_attention(_q4, _k4, _k4, dropout_p=1.0), ValueError, "dropout_p"),
+        (lambda: za.dense_attention(_q4, _k4, _k4, dropout_p=1.0), ValueError, 'dropout_p'),
         (
             lambda: za.window_attention(_q5, _q5, _q5, (4, 3)),
             ValueError,
-            "H x W = 6 x 8 is not a multiple of the window 4 x 3.*pad",
+            'H x W = 6 x 8 is not a multiple of the window 4 x 3.*pad',
         ),
-        (lambda: za.window_attention(_q5, _q5, _q5, 0), ValueError, "positive int"),
+        (lambda: za.window_attention(_q5, _q5, _q5, 0), ValueError, 'positive int'),
         (
             lambda: za.window_attention(_q5, _q5, _q5, 2, attn_bias=randn(2, 5, 4)),
             ValueError,
-            "does not broadcast",
+            'does not broadcast',
         ),
         (
             lambda: za.window_attention(_q5, _q5, _q5, 2, attn_bias=randn(4, 4)),
             ValueError,
-            "\\(heads, N, N\\) or \\(nW, heads, N, N\\)",
+            '\\(heads, N, N\\) or \\(nW, heads, N, N\\)',
         ),
         (
             lambda: za.window_attention(_q5, randn(2, 2, 6, 7, 4), randn(2, 2, 6, 7, 4), 2),
             ValueError,
-            "first 4 dims",
+            'first 4 dims',
         ),
-        (lambda: za.neighborhood_attention(_q5, _q5, _q5, 4), ValueError, "odd"),
+        (lambda: za.neighborhood_attention(_q5, _q5, _q5, 4), ValueError, 'odd'),
         (
             lambda: za.neighborhood_attention(_q5, _q5, _q5, 3, dilation=3),
             ValueError,
-            "smaller than kernel_size \\* dilation = 9",
+            'smaller than kernel_size \\* dilation = 9',
         ),
         (
             lambda: za.neighborhood_attention(_q5, _q5, _q5, 3, rpb=randn(2, 3, 3)),
             ValueError,
-            "rpb must be \\(heads, 2k-1, 2k-1\\)",
+            'rpb must be \\(heads, 2k-1, 2k-1\\)',
         ),
-        (lambda: za.routed_attention(_qr, _kr, _kr, _index.float()), TypeError, "integer tensor"),
+        (lambda: za.routed_attention(_qr, _kr, _kr, _index.float()), TypeError, 'integer tensor'),
         (
             lambda: za.routed_attention(_qr, _kr, _kr, _index[:, :3]),
             ValueError,
-            "\\(B, R, topk\\) = \\(2, 4, topk >= 1\\)",
+            '\\(B, R, topk\\) = \\(2, 4, topk >= 1\\)',
         ),
         (
             lambda: za.routed_attention(_qr, _kr, _kr, _index + 4),
             ValueError,
-            "in \\[0, R\\) = \\[0, 4\\), got \\[4, 4\\]",
+            'in \\[0, R\\) = \\[0, 4\\), got \\[4, 4\\]',
         ),
-        (lambda: za.routed_attention(_qr, _kr, _kr, _index - 1), ValueError, "got \\[-1, -1\\]"),
-        (lambda: za.linear_attention(_q4, _k4, _k4, q_norm=_k4), ValueError, "q_norm must be shaped like q"),
+        (lambda: za.routed_attention(_qr, _kr, _kr, _index - 1), ValueError, 'got \\[-1, -1\\]'),
+        (lambda: za.linear_attention(_q4, _k4, _k4, q_norm=_k4), ValueError, 'q_norm must be shaped like q'),
     ],
 )
 def test_invalid_inputs(call, error, message) -> None:
@@ -853,7 +853,7 @@ def test_bias_is_cast_to_the_query_dtype() -> None:
     q = randn(1, 2, 3, 4, dtype=torch.float64)
     bias = randn(2, 3, 3)
     out = za.dense_attention(q, q, q, attn_bias=bias)
-    torch.testing.assert_close(out, za.dense_attention(q, q, q, attn_bias=bias.double(), backend="reference"))
+    torch.testing.assert_close(out, za.dense_attention(q, q, q, attn_bias=bias.double(), backend='reference'))
 
 
 def test_int32_region_index_is_accepted() -> None:

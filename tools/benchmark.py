@@ -36,6 +36,7 @@ LABEL is 'default' (the model as built) or a zoo attention backend name.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import sys
@@ -80,7 +81,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--threads', type=int, help='intra-op threads (default: torch default)')
     parser.add_argument('--json', type=Path, metavar='OUT', help='merge the results into this JSON file')
     parser.add_argument('--quick', action='store_true', help='tiny batch and few repeats (smoke tests)')
+    parser.add_argument('--set', nargs='+', default=[], metavar='KEY=VALUE',
+                        help='model arguments (Python literals), e.g. channels_last=False; results are '
+                             'stored as MODEL[KEY=VALUE]')
     args = parser.parse_args(argv)
+    try:
+        args.model_kwargs = {k: ast.literal_eval(v) for k, v in (kv.split('=', 1) for kv in args.set)}
+    except (ValueError, SyntaxError) as err:
+        parser.error(f'--set takes KEY=VALUE with Python literal values: {err}')
     if sum([bool(args.models), args.family is not None, args.all]) != 1:
         parser.error('give MODEL names, --family NAME or --all (exactly one)')
     if args.img_size is not None and len(args.img_size) not in (1, 2):
@@ -140,7 +148,7 @@ def bench_model(name: str, args: argparse.Namespace, backends: list[str | None],
     result: dict[str, Any] = {'updated': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'errors': {},
                               'efficiency_peak_gflops': peak_gflops}
     try:
-        model = timm.create_model(name, pretrained=False).eval()
+        model = timm.create_model(name, pretrained=False, **args.model_kwargs).eval()
     except Exception as err:  # one broken model must not stop an --all run
         result['errors']['build'] = _error(err)
         return result
@@ -202,6 +210,7 @@ def bench_model(name: str, args: argparse.Namespace, backends: list[str | None],
         for size in args.dense_sizes:
             try:
                 mem = peak_memory(name, (1, channels, size, size), features_only=True, threads=args.threads,
+                                  create_kwargs=args.model_kwargs,
                                   backend=backend, warmup=1, repeats=1 if args.quick else 3)
             except Exception as err:
                 result['errors'][f'dense_memory/{label}/{size}'] = _error(err)
@@ -308,17 +317,19 @@ def main(argv: list[str] | None = None) -> int:
                                        'argv': sys.argv[1:] if argv is None else argv, 'models': names})
 
     results: dict[str, dict[str, Any]] = {}
+    suffix = f'[{",".join(args.set)}]' if args.set else ''
     for name in names:
-        print(f'{name} ...', flush=True)
+        key = name + suffix
+        print(f'{key} ...', flush=True)
         try:
-            results[name] = bench_model(name, args, backends, peak.median)
+            results[key] = bench_model(name, args, backends, peak.median)
         except Exception as err:  # record and go on: an --all run must reach the other models
             traceback.print_exc()
-            results[name] = {'errors': {'benchmark': _error(err)}}
+            results[key] = {'errors': {'benchmark': _error(err)}}
         if args.json is not None:
-            entry = doc['models'].setdefault(name, {})
+            entry = doc['models'].setdefault(key, {})
             entry.pop('errors', None)  # errors describe the latest run of the model only
-            merge(entry, results[name])
+            merge(entry, results[key])
             write_json(args.json, doc)
     print()
     print_report(results, args)

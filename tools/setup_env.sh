@@ -16,6 +16,7 @@ command -v "$python" >/dev/null || python=python3
 TORCH=2.14.1
 TORCHVISION=0.29.1
 MMCV=2.1.0
+NATTEN=0.21.7
 # setuptools 81+ drops pkg_resources, which mmcv's build imports.
 BUILD_TOOLS="setuptools==80.9.0 wheel==0.45.1 ninja==1.13.0 psutil==7.2.2"
 
@@ -64,11 +65,16 @@ fi
 log "installing mmcv from $wheel_dir"
 pip install -q --no-deps "$wheel_dir"/mmcv-*.whl
 
-log "installing the zoo with its mm, onnx and dev extras"
-pip install -q -e "$repo[mm,onnx,dev]"
+# NATTEN ships as source; its CPU path is pure PyTorch, but its build imports torch, so
+# it is built against the installed torch rather than in an isolated environment.
+log "installing natten $NATTEN"
+pip install -q --no-deps --no-build-isolation "natten==$NATTEN"
+
+log "installing the zoo with its mm, onnx, natten and dev extras"
+pip install -q -e "$repo[mm,onnx,natten,dev]"
 
 "$venv/bin/python" - <<'PY'
-import torch, timm, mmcv, mmdet, mmseg, onnxruntime
+import torch, timm, mmcv, mmdet, mmseg, natten, onnxruntime
 from mmcv.ops import RoIAlign, nms  # the compiled ops must be there
 print(f'torch {torch.__version__}, timm {timm.__version__}, mmcv {mmcv.__version__}, '
       f'mmdet {mmdet.__version__}, mmseg {mmseg.__version__}, onnxruntime {onnxruntime.__version__}')

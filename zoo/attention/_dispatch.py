@@ -33,33 +33,33 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
-ENV_VAR = "ZOO_ATTENTION_BACKEND"
+ENV_VAR = 'ZOO_ATTENTION_BACKEND'
 
-BACKENDS: tuple[str, ...] = ("reference", "sdpa", "natten", "xformers", "triton")
-_ALIASES = {"math": "reference"}
+BACKENDS: tuple[str, ...] = ('reference', 'sdpa', 'natten', 'xformers', 'triton')
+_ALIASES = {'math': 'reference'}
 
 # The zoo.attention submodule of each backend; it defines one function per op it implements.
 _MODULES = {
-    "reference": "reference",
-    "sdpa": "sdpa",
-    "natten": "natten_backend",
-    "xformers": "xformers_backend",
-    "triton": "triton_kernels",
+    'reference': 'reference',
+    'sdpa': 'sdpa',
+    'natten': 'natten_backend',
+    'xformers': 'xformers_backend',
+    'triton': 'triton_kernels',
 }
 
 _IMPLEMENTATIONS: dict[str, tuple[str, ...]] = {
-    "dense_attention": ("reference", "sdpa", "xformers"),
-    "window_attention": ("reference", "sdpa"),
-    "neighborhood_attention": ("reference", "sdpa", "natten"),
-    "routed_attention": ("reference", "sdpa", "triton"),
-    "linear_attention": ("reference",),
+    'dense_attention': ('reference', 'sdpa', 'xformers'),
+    'window_attention': ('reference', 'sdpa'),
+    'neighborhood_attention': ('reference', 'sdpa', 'natten'),
+    'routed_attention': ('reference', 'sdpa', 'triton'),
+    'linear_attention': ('reference',),
 }
 OPS: tuple[str, ...] = tuple(_IMPLEMENTATIONS)
-_DEFAULTS = {op: "sdpa" if "sdpa" in impls else "reference" for op, impls in _IMPLEMENTATIONS.items()}
+_DEFAULTS = {op: 'sdpa' if 'sdpa' in impls else 'reference' for op, impls in _IMPLEMENTATIONS.items()}
 _LOADED: dict[str, types.ModuleType] = {}
 
 _SCOPED: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar(
-    "zoo_attention_backend", default=None
+    'zoo_attention_backend', default=None
 )
 
 
@@ -75,21 +75,21 @@ class BackendUnavailable(RuntimeError):
 
 
 def _quoted(names: Sequence[str]) -> str:
-    return ", ".join(f"'{name}'" + (" (alias 'math')" if name == "reference" else "") for name in names)
+    return ', '.join(f"'{name}'" + (" (alias 'math')" if name == 'reference' else '') for name in names)
 
 
 def _parse(setting: str, source: str) -> tuple[str, ...]:
     """Turn a backend setting (one name or a comma-separated list) into canonical names."""
     if not isinstance(setting, str):
-        raise TypeError(f"attention backend from {source} must be a string, got {type(setting).__name__}")
+        raise TypeError(f'attention backend from {source} must be a string, got {type(setting).__name__}')
     names = []
-    for part in setting.split(","):
+    for part in setting.split(','):
         name = part.strip().lower()
         name = _ALIASES.get(name, name)
         if name not in BACKENDS:
             raise ValueError(
-                f"unknown attention backend {part.strip()!r} (from {source}); "
-                f"valid names: {_quoted(BACKENDS)}"
+                f'unknown attention backend {part.strip()!r} (from {source}); '
+                f'valid names: {_quoted(BACKENDS)}'
             )
         names.append(name)
     return tuple(names)
@@ -104,9 +104,9 @@ def _check_op(op: str) -> str:
 def _select(op: str, backend: str | None) -> str:
     """The one selection rule shared by every op (see the module docstring)."""
     settings = (
-        ("the backend= argument", backend),
-        ("use_backend()", _SCOPED.get()),
-        (f"${ENV_VAR}", os.environ.get(ENV_VAR, "").strip() or None),
+        ('the backend= argument', backend),
+        ('use_backend()', _SCOPED.get()),
+        (f'${ENV_VAR}', os.environ.get(ENV_VAR, '').strip() or None),
     )
     for source, setting in settings:
         if setting is None:
@@ -116,8 +116,8 @@ def _select(op: str, backend: str | None) -> str:
             if name in _IMPLEMENTATIONS[op]:
                 return name
         raise BackendNotSupported(
-            f"{op} is not implemented by backend {_quoted(names)} (from {source}); "
-            f"the backends that implement it: {_quoted(_IMPLEMENTATIONS[op])}"
+            f'{op} is not implemented by backend {_quoted(names)} (from {source}); '
+            f'the backends that implement it: {_quoted(_IMPLEMENTATIONS[op])}'
         )
     return _DEFAULTS[op]
 
@@ -139,7 +139,7 @@ def use_backend(name: str | None) -> Iterator[None]:
     Raises:
         ValueError: ``name`` is not a known backend (checked on entering the block).
     """
-    names = None if name is None else _parse(name, "use_backend()")
+    names = None if name is None else _parse(name, 'use_backend()')
     token = _SCOPED.set(names)
     try:
         yield
@@ -182,14 +182,14 @@ def available_backends(op: str | None = None) -> list[str]:
 
 
 def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+    return os.environ.get(name, '').strip().lower() in ('1', 'true', 'yes', 'on')
 
 
 def _import_problem(module: str, package: str, install: str, backend: str) -> str | None:
     try:
         importlib.import_module(module)
     except ModuleNotFoundError as exc:
-        if exc.name is not None and exc.name.split(".")[0] == module.split(".")[0]:
+        if exc.name is not None and exc.name.split('.')[0] == module.split('.')[0]:
             return f"the '{backend}' backend needs {package}, which is not installed: {install}"
         return f"the '{backend}' backend could not import {package} ({exc}): {install}"
     except Exception as exc:  # a broken install fails with OSError, RuntimeError, ...
@@ -205,22 +205,22 @@ def _cuda_problem(backend: str, device: torch.device | None) -> str | None:
         if torch.cuda.is_available():
             return None
         return f"the '{backend}' backend needs a CUDA device and this machine has none"
-    if device.type == "cuda":
+    if device.type == 'cuda':
         return None
     return f"the '{backend}' backend needs a CUDA device and the tensors are on {device.type}"
 
 
 def _triton_problem(device: torch.device | None) -> str | None:
-    problem = _import_problem("triton", "Triton", "pip install triton", "triton")
-    if problem is not None or (device is not None and device.type == "cuda"):
+    problem = _import_problem('triton', 'Triton', 'pip install triton', 'triton')
+    if problem is not None or (device is not None and device.type == 'cuda'):
         return problem
     hint = "; set TRITON_INTERPRET=1 to run its kernel in Triton's CPU interpreter (slow, for tests)"
-    if not _env_flag("TRITON_INTERPRET"):
-        problem = _cuda_problem("triton", device)
+    if not _env_flag('TRITON_INTERPRET'):
+        problem = _cuda_problem('triton', device)
         return None if problem is None else problem + hint
     # Triton fixes a kernel's mode (compiled or interpreted) when the kernel is defined, i.e.
     # when our kernel module is first imported.
-    kernels = sys.modules.get(f"{__package__}.triton_kernels")
+    kernels = sys.modules.get(f'{__package__}.triton_kernels')
     if device is not None and kernels is not None and not kernels.INTERPRETED:
         return (
             "the 'triton' kernel was already compiled for the GPU in this process, before "
@@ -231,13 +231,13 @@ def _triton_problem(device: torch.device | None) -> str | None:
 
 def _unavailable_reason(backend: str, device: torch.device | None) -> str | None:
     """Why ``backend`` cannot run on ``device`` (None: on this machine at all), or None."""
-    if backend == "natten":
-        return _import_problem("natten.functional", "NATTEN", "pip install 'zoo[natten]'", backend)
-    if backend == "xformers":
+    if backend == 'natten':
+        return _import_problem('natten.functional', 'NATTEN', "pip install 'zoo[natten]'", backend)
+    if backend == 'xformers':
         return _import_problem(
-            "xformers.ops", "xFormers", "pip install 'zoo[xformers]'", backend
+            'xformers.ops', 'xFormers', "pip install 'zoo[xformers]'", backend
         ) or _cuda_problem(backend, device)
-    if backend == "triton":
+    if backend == 'triton':
         return _triton_problem(device)
     return None
 
@@ -246,10 +246,10 @@ def _run(op: str, backend: str | None, device: torch.device, *args: object, **kw
     name = _select(op, backend)
     problem = _unavailable_reason(name, device)
     if problem is not None:
-        raise BackendUnavailable(f"{op}: {problem}")
+        raise BackendUnavailable(f'{op}: {problem}')
     module = _LOADED.get(name)
     if module is None:  # imported once, on first use; a dict lookup keeps torch.compile tracing
-        module = _LOADED[name] = importlib.import_module(f"{__package__}.{_MODULES[name]}")
+        module = _LOADED[name] = importlib.import_module(f'{__package__}.{_MODULES[name]}')
     return getattr(module, op)(*args, **kwargs)
 
 
@@ -258,25 +258,25 @@ def _run(op: str, backend: str | None, device: torch.device, *args: object, **kw
 
 def _check_qkv(op: str, q: Tensor, k: Tensor, v: Tensor, layout: str, shared: int) -> None:
     """Check q, k, v against ``layout``; q must match k and v on their first ``shared`` dims."""
-    rank = layout.count(",") + 1
-    for name, t in (("q", q), ("k", k), ("v", v)):
+    rank = layout.count(',') + 1
+    for name, t in (('q', q), ('k', k), ('v', v)):
         if not isinstance(t, Tensor):
-            raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+            raise TypeError(f'{op}: {name} must be a torch.Tensor, got {type(t).__name__}')
         if t.dim() != rank:
-            raise ValueError(f"{op}: {name} must be {rank}-D {layout}, got shape {tuple(t.shape)}")
+            raise ValueError(f'{op}: {name} must be {rank}-D {layout}, got shape {tuple(t.shape)}')
         if not t.is_floating_point():
-            raise TypeError(f"{op}: {name} must have a floating dtype, got {t.dtype}")
+            raise TypeError(f'{op}: {name} must have a floating dtype, got {t.dtype}')
     if not q.dtype == k.dtype == v.dtype:
-        raise TypeError(f"{op}: q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+        raise TypeError(f'{op}: q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}')
     if not q.device == k.device == v.device:
-        raise ValueError(f"{op}: q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
-    shapes = f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+        raise ValueError(f'{op}: q, k, v must be on one device, got {q.device}, {k.device}, {v.device}')
+    shapes = f'q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}'
     if not q.shape[:shared] == k.shape[:shared] == v.shape[:shared]:
-        raise ValueError(f"{op}: q, k, v must agree on the first {shared} dims of {layout}; got {shapes}")
+        raise ValueError(f'{op}: q, k, v must agree on the first {shared} dims of {layout}; got {shapes}')
     if k.shape[:-1] != v.shape[:-1]:
-        raise ValueError(f"{op}: k and v must agree on all dims but the last; got {shapes}")
+        raise ValueError(f'{op}: k and v must agree on all dims but the last; got {shapes}')
     if q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"{op}: q and k must have the same head_dim; got {shapes}")
+        raise ValueError(f'{op}: q and k must have the same head_dim; got {shapes}')
 
 
 def _check_float_bias(op: str, name: str, bias: Tensor | None, q: Tensor) -> Tensor | None:
@@ -284,9 +284,9 @@ def _check_float_bias(op: str, name: str, bias: Tensor | None, q: Tensor) -> Ten
     if bias is None:
         return None
     if not isinstance(bias, Tensor) or not bias.is_floating_point():
-        raise TypeError(f"{op}: {name} must be a floating tensor (additive bias), got {_describe(bias)}")
+        raise TypeError(f'{op}: {name} must be a floating tensor (additive bias), got {_describe(bias)}')
     if bias.device != q.device:
-        raise ValueError(f"{op}: {name} is on {bias.device} but q is on {q.device}")
+        raise ValueError(f'{op}: {name} is on {bias.device} but q is on {q.device}')
     return bias.to(q.dtype)
 
 
@@ -296,18 +296,18 @@ def _check_broadcast(op: str, name: str, t: Tensor, target: tuple[int, ...], lay
     except (RuntimeError, ValueError):
         ok = False
     if not ok:
-        raise ValueError(f"{op}: {name} of shape {tuple(t.shape)} does not broadcast to {layout} = {target}")
+        raise ValueError(f'{op}: {name} of shape {tuple(t.shape)} does not broadcast to {layout} = {target}')
 
 
 def _describe(x: object) -> str:
-    return f"a tensor of dtype {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
+    return f'a tensor of dtype {x.dtype}' if isinstance(x, Tensor) else type(x).__name__
 
 
 def _resolve_scale(op: str, scale: float | None, q: Tensor) -> float:
     if scale is None:
         return q.shape[-1] ** -0.5
     if isinstance(scale, Tensor) or not isinstance(scale, (int, float)):
-        raise TypeError(f"{op}: scale must be a Python number or None, got {type(scale).__name__}")
+        raise TypeError(f'{op}: scale must be a Python number or None, got {type(scale).__name__}')
     return float(scale)
 
 
@@ -316,7 +316,7 @@ _INDEX_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
 def _positive_int(op: str, name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{op}: {name} must be a positive int, got {value!r}")
+        raise ValueError(f'{op}: {name} must be a positive int, got {value!r}')
     return value
 
 
@@ -354,23 +354,23 @@ def dense_attention(
     Returns:
         (B, heads, Nq, dv).
     """
-    op = "dense_attention"
-    _check_qkv(op, q, k, v, "(B, heads, N, head_dim)", shared=2)
+    op = 'dense_attention'
+    _check_qkv(op, q, k, v, '(B, heads, N, head_dim)', shared=2)
     target = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
-    attn_bias = _check_float_bias(op, "attn_bias", attn_bias, q)
+    attn_bias = _check_float_bias(op, 'attn_bias', attn_bias, q)
     if attn_bias is not None:
-        _check_broadcast(op, "attn_bias", attn_bias, target, "(B, heads, Nq, Nk)")
+        _check_broadcast(op, 'attn_bias', attn_bias, target, '(B, heads, Nq, Nk)')
     if attn_mask is not None:
         if not isinstance(attn_mask, Tensor) or attn_mask.dtype != torch.bool:
             raise TypeError(
-                f"{op}: attn_mask must be a bool tensor (True = attend), got {_describe(attn_mask)}; "
-                "pass an additive float mask as attn_bias"
+                f'{op}: attn_mask must be a bool tensor (True = attend), got {_describe(attn_mask)}; '
+                'pass an additive float mask as attn_bias'
             )
         if attn_mask.device != q.device:
-            raise ValueError(f"{op}: attn_mask is on {attn_mask.device} but q is on {q.device}")
-        _check_broadcast(op, "attn_mask", attn_mask, target, "(B, heads, Nq, Nk)")
+            raise ValueError(f'{op}: attn_mask is on {attn_mask.device} but q is on {q.device}')
+        _check_broadcast(op, 'attn_mask', attn_mask, target, '(B, heads, Nq, Nk)')
     if not 0.0 <= dropout_p < 1.0:
-        raise ValueError(f"{op}: dropout_p must be in [0, 1), got {dropout_p}")
+        raise ValueError(f'{op}: dropout_p must be in [0, 1), got {dropout_p}')
     return _run(
         op, backend, q.device, q, k, v,
         attn_bias=attn_bias, attn_mask=attn_mask, scale=_resolve_scale(op, scale, q),
@@ -407,30 +407,30 @@ def window_attention(
     Returns:
         (B, heads, H, W, dv).
     """
-    op = "window_attention"
-    _check_qkv(op, q, k, v, "(B, heads, H, W, head_dim)", shared=4)
+    op = 'window_attention'
+    _check_qkv(op, q, k, v, '(B, heads, H, W, head_dim)', shared=4)
     sizes = (window_size, window_size) if isinstance(window_size, int) else tuple(window_size)
     if len(sizes) != 2:
-        raise ValueError(f"{op}: window_size must be an int or (wh, ww), got {window_size!r}")
-    wh, ww = (_positive_int(op, "window_size", s) for s in sizes)
+        raise ValueError(f'{op}: window_size must be an int or (wh, ww), got {window_size!r}')
+    wh, ww = (_positive_int(op, 'window_size', s) for s in sizes)
     H, W = q.shape[2], q.shape[3]
     if H % wh or W % ww:
         raise ValueError(
-            f"{op}: the feature map H x W = {H} x {W} is not a multiple of the window {wh} x {ww}; "
-            "the caller must pad it to a multiple first (e.g. with zoo.layers padding) and crop "
-            "the output"
+            f'{op}: the feature map H x W = {H} x {W} is not a multiple of the window {wh} x {ww}; '
+            'the caller must pad it to a multiple first (e.g. with zoo.layers padding) and crop '
+            'the output'
         )
-    attn_bias = _check_float_bias(op, "attn_bias", attn_bias, q)
+    attn_bias = _check_float_bias(op, 'attn_bias', attn_bias, q)
     if attn_bias is not None:
         heads, n, n_windows = q.shape[1], wh * ww, (H // wh) * (W // ww)
         if attn_bias.dim() == 3:
-            _check_broadcast(op, "attn_bias", attn_bias, (heads, n, n), "(heads, N, N)")
+            _check_broadcast(op, 'attn_bias', attn_bias, (heads, n, n), '(heads, N, N)')
         elif attn_bias.dim() == 4:
-            _check_broadcast(op, "attn_bias", attn_bias, (n_windows, heads, n, n), "(nW, heads, N, N)")
+            _check_broadcast(op, 'attn_bias', attn_bias, (n_windows, heads, n, n), '(nW, heads, N, N)')
         else:
             raise ValueError(
-                f"{op}: attn_bias must be (heads, N, N) or (nW, heads, N, N) with N = {n}, "
-                f"nW = {n_windows}; got shape {tuple(attn_bias.shape)}"
+                f'{op}: attn_bias must be (heads, N, N) or (nW, heads, N, N) with N = {n}, '
+                f'nW = {n_windows}; got shape {tuple(attn_bias.shape)}'
             )
     return _run(
         op, backend, q.device, q, k, v, (wh, ww),
@@ -470,24 +470,24 @@ def neighborhood_attention(
     Returns:
         (B, heads, H, W, dv).
     """
-    op = "neighborhood_attention"
-    _check_qkv(op, q, k, v, "(B, heads, H, W, head_dim)", shared=4)
-    kernel_size = _positive_int(op, "kernel_size", kernel_size)
-    dilation = _positive_int(op, "dilation", dilation)
+    op = 'neighborhood_attention'
+    _check_qkv(op, q, k, v, '(B, heads, H, W, head_dim)', shared=4)
+    kernel_size = _positive_int(op, 'kernel_size', kernel_size)
+    dilation = _positive_int(op, 'dilation', dilation)
     if kernel_size % 2 == 0:
-        raise ValueError(f"{op}: kernel_size must be odd, got {kernel_size}")
+        raise ValueError(f'{op}: kernel_size must be odd, got {kernel_size}')
     H, W = q.shape[2], q.shape[3]
     if min(H, W) < kernel_size * dilation:
         raise ValueError(
-            f"{op}: the feature map H x W = {H} x {W} is smaller than kernel_size * dilation = "
-            f"{kernel_size * dilation}; the caller must pad it first (e.g. with zoo.layers padding)"
+            f'{op}: the feature map H x W = {H} x {W} is smaller than kernel_size * dilation = '
+            f'{kernel_size * dilation}; the caller must pad it first (e.g. with zoo.layers padding)'
         )
-    rpb = _check_float_bias(op, "rpb", rpb, q)
+    rpb = _check_float_bias(op, 'rpb', rpb, q)
     if rpb is not None:
         expected = (q.shape[1], 2 * kernel_size - 1, 2 * kernel_size - 1)
         if tuple(rpb.shape) != expected:
             raise ValueError(
-                f"{op}: rpb must be (heads, 2k-1, 2k-1) = {expected}, got {tuple(rpb.shape)}"
+                f'{op}: rpb must be (heads, 2k-1, 2k-1) = {expected}, got {tuple(rpb.shape)}'
             )
     return _run(
         op, backend, q.device, q, k, v, kernel_size,
@@ -523,24 +523,24 @@ def routed_attention(
     Returns:
         (B, heads, R, Nq, dv).
     """
-    op = "routed_attention"
-    _check_qkv(op, q, k, v, "(B, heads, R, N, head_dim)", shared=3)
+    op = 'routed_attention'
+    _check_qkv(op, q, k, v, '(B, heads, R, N, head_dim)', shared=3)
     B, R = q.shape[0], q.shape[2]
     if not isinstance(region_index, Tensor) or region_index.dtype not in _INDEX_DTYPES:
-        raise TypeError(f"{op}: region_index must be an integer tensor, got {_describe(region_index)}")
+        raise TypeError(f'{op}: region_index must be an integer tensor, got {_describe(region_index)}')
     if region_index.dim() != 3 or tuple(region_index.shape[:2]) != (B, R) or region_index.shape[2] < 1:
         raise ValueError(
-            f"{op}: region_index must be (B, R, topk) = ({B}, {R}, topk >= 1), "
-            f"got {tuple(region_index.shape)}"
+            f'{op}: region_index must be (B, R, topk) = ({B}, {R}, topk >= 1), '
+            f'got {tuple(region_index.shape)}'
         )
     if region_index.device != q.device:
-        raise ValueError(f"{op}: region_index is on {region_index.device} but q is on {q.device}")
+        raise ValueError(f'{op}: region_index is on {region_index.device} but q is on {q.device}')
     region_index = region_index.long()
     # Values cannot be read on the meta device (FLOP counting) nor while torch.compile traces.
-    if region_index.device.type != "meta" and not torch.compiler.is_compiling():
+    if region_index.device.type != 'meta' and not torch.compiler.is_compiling():
         low, high = int(region_index.min()), int(region_index.max())
         if low < 0 or high >= R:
-            raise ValueError(f"{op}: region_index values must be in [0, R) = [0, {R}), got [{low}, {high}]")
+            raise ValueError(f'{op}: region_index values must be in [0, R) = [0, {R}), got [{low}, {high}]')
     return _run(op, backend, q.device, q, k, v, region_index, scale=_resolve_scale(op, scale, q))
 
 
@@ -572,16 +572,16 @@ def linear_attention(
     Returns:
         (B, heads, Nq, dv).
     """
-    op = "linear_attention"
-    _check_qkv(op, q, k, v, "(B, heads, N, d)", shared=2)
-    for name, t, like in (("q_norm", q_norm, q), ("k_norm", k_norm, k)):
+    op = 'linear_attention'
+    _check_qkv(op, q, k, v, '(B, heads, N, d)', shared=2)
+    for name, t, like in (('q_norm', q_norm, q), ('k_norm', k_norm, k)):
         if t is None:
             continue
         same = isinstance(t, Tensor) and (t.shape, t.dtype, t.device) == (like.shape, like.dtype, like.device)
         if not same:
             raise ValueError(
-                f"{op}: {name} must be shaped like {name[0]} {tuple(like.shape)} with dtype {like.dtype} "
-                f"on {like.device}, got {tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__}"
+                f'{op}: {name} must be shaped like {name[0]} {tuple(like.shape)} with dtype {like.dtype} '
+                f'on {like.device}, got {tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__}'
             )
     return _run(
         op, backend, q.device, q, k, v,

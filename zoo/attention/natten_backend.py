@@ -13,7 +13,7 @@ from torch import Tensor
 
 from ._dispatch import BackendNotSupported, BackendUnavailable
 
-_OP = "neighborhood_attention"
+_OP = 'neighborhood_attention'
 
 
 def neighborhood_attention(
@@ -38,7 +38,7 @@ def neighborhood_attention(
             f"{_OP}: the 'natten' backend cannot apply rpb (NATTEN >= 0.20 dropped relative "
             "position bias); use backend 'sdpa' or 'reference' for models with rpb"
         )
-    if q.device.type == "cpu" and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
+    if q.device.type == 'cpu' and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
         raise BackendUnavailable(
             f"{_OP}: the 'natten' backend is forward-only on cpu (NATTEN runs Flex Attention "
             "there, which has no CPU backward); call it under torch.no_grad() or "

@@ -52,11 +52,11 @@ def dense_attention(
     if attn_bias is not None:
         logits = logits + attn_bias
     if attn_mask is not None:
-        logits = logits.masked_fill(~attn_mask, float("-inf"))
+        logits = logits.masked_fill(~attn_mask, float('-inf'))
     if is_causal:
         n_q, n_k = q.shape[-2], k.shape[-2]
         causal = torch.ones(n_q, n_k, dtype=torch.bool, device=q.device).tril()
-        logits = logits.masked_fill(~causal, float("-inf"))
+        logits = logits.masked_fill(~causal, float('-inf'))
     return attend(logits, v, dropout_p)
 
 
@@ -148,7 +148,7 @@ def neighborhood_attention(
     key_rows, key_cols = rows[:, None, :, None], cols[None, :, None, :]
     k_nb = k[:, :, key_rows, key_cols]  # (B, heads, H, W, k, k, d)
     v_nb = v[:, :, key_rows, key_cols]  # (B, heads, H, W, k, k, dv)
-    logits = torch.einsum("bhyxc,bhyxijc->bhyxij", q, k_nb) * scale
+    logits = torch.einsum('bhyxc,bhyxijc->bhyxij', q, k_nb) * scale
     if rpb is not None:
         logits = logits + rpb[:, row_rel[:, None, :, None], col_rel[None, :, None, :]]
     n = kernel_size * kernel_size

@@ -38,7 +38,7 @@ def dense_attention(
     elif allowed is None:
         mask = attn_bias
     else:
-        mask = torch.where(allowed, attn_bias, float("-inf"))
+        mask = torch.where(allowed, attn_bias, float('-inf'))
     return F.scaled_dot_product_attention(
         q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale
     )
@@ -107,7 +107,7 @@ def neighborhood_attention(
         mask = allowed
     else:
         bias = rpb[:, row_rel[:, None, :, None], col_rel[None, :, None, :]].reshape(h, H * W, H * W)
-        mask = bias.masked_fill(~allowed, float("-inf"))
+        mask = bias.masked_fill(~allowed, float('-inf'))
     q2, k2, v2 = (t.reshape(B, h, H * W, t.shape[-1]) for t in (q, k, v))
     out = F.scaled_dot_product_attention(q2, k2, v2, attn_mask=mask, scale=scale)
     return out.reshape(B, h, H, W, -1)

@@ -62,7 +62,7 @@ def _routed_attention_fwd(
     q = tl.load(q_ptrs, mask=(offs_m[:, None] < N_Q) & (offs_d[None, :] < HEAD_DIM), other=0.0)
 
     # Online softmax state: running max, running sum of exp, unnormalised output.
-    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    m_i = tl.full([BLOCK_M], float('-inf'), tl.float32)
     l_i = tl.full([BLOCK_M], 0.0, tl.float32)
     acc = tl.full([BLOCK_M, BLOCK_DV], 0.0, tl.float32)
     for t in range(TOPK):
@@ -76,7 +76,7 @@ def _routed_attention_fwd(
                 mask=(n[None, :] < N_K) & (offs_d[:, None] < HEAD_DIM), other=0.0,
             )
             s = tl.dot(q, k_t, input_precision=PRECISION) * scale
-            s = tl.where(n[None, :] < N_K, s, float("-inf"))
+            s = tl.where(n[None, :] < N_K, s, float('-inf'))
             m_new = tl.maximum(m_i, tl.reduce(s, 1, _max_combine))
             p = tl.exp(s - m_new[:, None])
             alpha = tl.exp(m_i - m_new)  # rescales what was accumulated under the old max
@@ -135,7 +135,7 @@ def routed_attention_forward(q: Tensor, k: Tensor, v: Tensor, region_index: Tens
         *q.stride(), *k.stride(), *v.stride(), *region_index.stride(), *out.stride(),
         h, R, n_q, n_k, region_index.shape[2], d, dv,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_DV=block_dv,
-        PRECISION="tf32" if tf32 else "ieee",
+        PRECISION='tf32' if tf32 else 'ieee',
     )
     return out
 

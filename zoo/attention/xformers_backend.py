@@ -26,10 +26,10 @@ def _merged_bias(
     if attn_bias is not None:
         bias.copy_(attn_bias.expand(B, h, n_q, n_k))
     if attn_mask is not None:
-        bias.masked_fill_(~attn_mask, float("-inf"))
+        bias.masked_fill_(~attn_mask, float('-inf'))
     if is_causal:
         causal = torch.ones(n_q, n_k, dtype=torch.bool, device=q.device).tril()
-        bias.masked_fill_(~causal, float("-inf"))
+        bias.masked_fill_(~causal, float('-inf'))
     return bias
 
 
