@@ -16,7 +16,7 @@ from timm.models._manipulate import group_parameters
 
 from zoo.layers import InputError
 from zoo.registry import family_of, pretrained_tags
-from zoo_testutils import ALL_MODELS, DATA, model_params
+from zoo_testutils import ALL_MODELS, DATA, SMALLEST, model_params
 
 OFFICIAL_PARAMS = {k: v for k, v in json.loads((DATA / 'official_params.json').read_text()).items()
                    if not k.startswith('_')}
@@ -138,7 +138,7 @@ def test_odd_and_non_square_inputs(name, hw):
     model = _build(name).eval()
     with torch.no_grad():
         out = model(torch.randn(1, 3, *hw))
-    assert out.shape == (1, 1000) and torch.isfinite(out).all()
+    assert out.shape == (1, model.num_classes) and torch.isfinite(out).all()
 
 
 @pytest.mark.parametrize('name', model_params())
@@ -192,7 +192,7 @@ def test_bad_inputs_give_clear_errors(name):
         with pytest.raises(InputError, match=message):
             model(x)
     with torch.no_grad():  # exactly the minimum works
-        assert model(torch.randn(1, 3, smallest, smallest)).shape == (1, 1000)
+        assert model(torch.randn(1, 3, smallest, smallest)).shape == (1, model.num_classes)
 
 
 def test_nan_check_can_be_disabled(monkeypatch):
@@ -222,7 +222,7 @@ def test_onnx_export_matches_pytorch(name, features_only, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('name', model_params())
+@pytest.mark.parametrize('name', sorted(SMALLEST))  # one model per family: compiling is slow
 def test_torch_compile_matches_eager(name):
     model = _build(name).eval()
     compiled = torch.compile(model)
@@ -230,3 +230,14 @@ def test_torch_compile_matches_eager(name):
         for hw in [(224, 224), (97, 131)]:
             x = torch.randn(2, 3, *hw)
             assert torch.allclose(compiled(x), model(x), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', sorted(SMALLEST))
+def test_largest_supported_input(name):
+    # 2048 on a side, not square: the upper end of the size contract, as dense features.
+    model = _build(name, features_only=True).eval()
+    with torch.no_grad():
+        feats = model(torch.randn(1, 3, 2048, 1536))
+    for f, c, r in zip(feats, model.feature_info.channels(), model.feature_info.reduction()):
+        assert f.shape == (1, c, 2048 // r, 1536 // r) and torch.isfinite(f).all()
