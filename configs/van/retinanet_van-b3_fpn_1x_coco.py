@@ -1,0 +1,12 @@
+# VAN-B3 + RetinaNet, 1x on COCO: the recipe of retinanet_van-b0_fpn_1x_coco.py (see
+# there for the sources) with the B3 backbone (drop path 0.3) and its ImageNet-1K weights.
+_base_ = './retinanet_van-b0_fpn_1x_coco.py'
+
+model = dict(
+    backbone=dict(
+        arch='b3',
+        drop_path_rate=0.3,
+        init_cfg=dict(
+            checkpoint='https://huggingface.co/Visual-Attention-Network/VAN-Large-original/'
+            'resolve/main/van_large_839.pth.tar')),
+    neck=dict(in_channels=[64, 128, 320, 512]))

@@ -1,0 +1,59 @@
+#!/usr/bin/env python
+"""Evaluate a checkpoint on a config's test set with mmengine's Runner.
+
+    python tools/test.py configs/toy/retinanet_van-b0_fpn_toy-coco.py \
+        work_dirs/retinanet_van-b0_fpn_toy-coco/iter_40.pth
+    python tools/test.py CONFIG CHECKPOINT --cfg-options test_evaluator.metric=bbox
+    torchrun --nproc_per_node 2 tools/test.py CONFIG CHECKPOINT --launcher pytorch
+
+Imports ``zoo.mm`` first, so the compatibility fixes for current PyTorch apply (checkpoints
+load under ``weights_only``; see ``zoo/mm/compat.py``).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the zoo itself, also when it is not installed
+
+import zoo.mm  # noqa: E402,F401  (registers the backbones, applies the compatibility fixes)
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.registry import RUNNERS  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+from zoo.mm.compat import setup_cpu_distributed  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('config', help='the config file')
+    ap.add_argument('checkpoint', help='the checkpoint file')
+    ap.add_argument('--work-dir', help='where the logs go (default: work_dirs/<config name>)')
+    ap.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                    help='override config entries, e.g. test_dataloader.batch_size=4')
+    ap.add_argument('--launcher', choices=['none', 'pytorch'], default='none',
+                    help="'pytorch' under torchrun")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the test loop and return its metrics."""
+    args = parse_args(argv)
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.work_dir = args.work_dir or cfg.get('work_dir') or str(Path('work_dirs') / Path(args.config).stem)
+    cfg.load_from, cfg.resume = args.checkpoint, False
+    if args.launcher == 'pytorch' and not torch.cuda.is_available():
+        setup_cpu_distributed(cfg)
+    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    return runner.test()
+
+
+if __name__ == '__main__':
+    main()
