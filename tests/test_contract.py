@@ -18,8 +18,9 @@ from zoo.layers import InputError
 from zoo.registry import family_of, pretrained_tags
 from zoo_testutils import ALL_MODELS, DATA, SMALLEST, model_params
 
-OFFICIAL_PARAMS = {k: v for k, v in json.loads((DATA / 'official_params.json').read_text()).items()
-                   if not k.startswith('_')}
+# One file per family (tests/data/official_params/<family>.json), each with a '_source' note.
+OFFICIAL_PARAMS = {k: v for f in sorted((DATA / 'official_params').glob('*.json'))
+                   for k, v in json.loads(f.read_text()).items() if not k.startswith('_')}
 
 
 def _build(name: str, **kwargs) -> torch.nn.Module:
@@ -35,7 +36,7 @@ def _size(name: str) -> tuple[int, int]:
 
 @pytest.mark.parametrize('name', ALL_MODELS)
 def test_param_count_is_official(name):
-    assert name in OFFICIAL_PARAMS, f'add the official parameter count of {name} to tests/data/official_params.json'
+    assert name in OFFICIAL_PARAMS, f'add the official parameter count of {name} to tests/data/official_params/<family>.json'
     with torch.device('meta'):
         model = timm.create_model(name, num_classes=1000)
     assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[name]
