@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 
-.PHONY: setup demo test test-slow test-all benchmark clean
+.PHONY: setup demo test test-slow test-all benchmark model-cards clean
 
 setup:
 	@bash tools/setup_env.sh
@@ -24,8 +24,15 @@ test-slow: setup
 test-all: setup
 	$(PYTEST) -m "slow or not slow"
 
+# Every model on this machine (hours on 2 cores; split it with --family / MODEL lists, the
+# JSON is merged per model), then the generated table and plots.
 benchmark: setup
-	$(PY) tools/benchmark.py --all --json model_cards/benchmarks.json
+	$(PY) tools/benchmark.py --all --batch-size 32 --dense-sizes 512 1024 --compile --onnx \
+		--json model_cards/benchmarks.json
+	$(PY) tools/model_cards.py
+
+model-cards: setup
+	$(PY) tools/model_cards.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info work_dirs

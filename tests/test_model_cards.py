@@ -1,0 +1,85 @@
+"""tools/model_cards.py: the generated table shows the benchmark file's numbers and stays in sync."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / 'tools'))
+import model_cards  # noqa: E402
+
+
+def _stat(median: float, q25: float, q75: float) -> dict:
+    return dict(median=median, q25=q25, q75=q75, min=q25, max=q75, n=5)
+
+
+def _bench() -> dict:
+    return {
+        'machine': dict(cpu_model='Test CPU', cpu_capability='AVX2', usable_cpus=2, torch_threads=2,
+                        torch='2.x', timm='1.x'),
+        'matmul_peak_gflops': _stat(400.0, 390.0, 410.0),
+        'models': {'van_b0': {
+            'gmacs': 0.864, 'img_size': [224, 224],
+            'speed': {'default': {'eager': {
+                'throughput': {'batch_size': 32, 'img_per_s': _stat(41.25, 40.0, 42.5)},
+                'latency': {'batch_size': 1, 'latency_ms': _stat(23.4, 22.0, 25.0)},
+                'efficiency': _stat(0.178, 0.17, 0.18)}}},
+            'dense_memory': {'default': {'512': {'peak_mb': _stat(40.0, 40.0, 40.0)},
+                                         '1024': {'peak_mb': _stat(171.9, 171.0, 172.0)}}},
+        }},
+    }
+
+
+def _write_inputs(tmp_path: Path) -> tuple[Path, Path]:
+    bench = tmp_path / 'bench.json'
+    bench.write_text(json.dumps(_bench()))
+    published = tmp_path / 'published.json'
+    published.write_text(json.dumps({'van_b0': {'top1': 75.4}, 'van_b1': {'top1': None, 'note': 'n/a'}}))
+    return bench, published
+
+
+def test_table_shows_the_benchmark_numbers(tmp_path):
+    bench, published = _write_inputs(tmp_path)
+    out = tmp_path / 'cards'
+    args = ['--bench', str(bench), '--published', str(published), '--out', str(out), '--models', 'van_b0', 'van_b1']
+    assert model_cards.main(args) == 0
+    text = (out / 'README.md').read_text()
+    row = next(line for line in text.splitlines() if line.startswith('| `van_b0`'))
+    cells = [c.strip() for c in row.strip('|').split('|')]
+    # params from the registry (exact), the rest from the file above
+    assert cells == ['`van_b0`', 'van', '4.11', '0.864', '75.4', '41.2 (40.0–42.5)', '23.4', '17.8%', '172']
+    row_b1 = next(line for line in text.splitlines() if line.startswith('| `van_b1`'))
+    assert '13.86' in row_b1 and '— (n/a)' in row_b1
+    assert 'Not benchmarked yet (1): `van_b1`' in text
+    assert 'fp32 matmul peak 400 GFLOP/s' in text and 'batch 32' in text
+    for png in model_cards.PLOTS:  # all three have data here
+        data = (out / 'plots' / png).read_bytes()
+        assert data[:8] == b'\x89PNG\r\n\x1a\n' and len(data) > 5000
+
+
+def test_check_detects_a_stale_readme(tmp_path):
+    bench, published = _write_inputs(tmp_path)
+    out = tmp_path / 'cards'
+    args = ['--bench', str(bench), '--published', str(published), '--out', str(out), '--models', 'van_b0']
+    assert model_cards.main(args + ['--no-plots']) == 0
+    assert model_cards.main(args + ['--check']) == 0
+    readme = out / 'README.md'
+    readme.write_text(readme.read_text().replace('41.2', '99.9'))  # a hand edit
+    assert model_cards.main(args + ['--check']) == 1
+
+
+def test_unknown_model_is_refused(tmp_path):
+    bench, published = _write_inputs(tmp_path)
+    with pytest.raises(SystemExit, match='not zoo models'):
+        model_cards.main(['--bench', str(bench), '--published', str(published), '--out', str(tmp_path),
+                          '--models', 'resnet18'])
+
+
+def test_committed_readme_is_generated_from_the_committed_files():
+    proc = subprocess.run([sys.executable, str(REPO / 'tools' / 'model_cards.py'), '--check'],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr

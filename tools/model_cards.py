@@ -1,0 +1,263 @@
+"""Generate model_cards/README.md (one table of every zoo model) and its plots.
+
+Examples:
+    python tools/model_cards.py                 # rewrite model_cards/README.md and plots/
+    python tools/model_cards.py --check         # exit 1 if README.md is out of date
+    python tools/model_cards.py --no-plots --out /tmp/cards
+
+Nothing in the table is typed by hand except the published top-1, which comes from
+model_cards/published.json. Parameter counts come from the registry (exact, built on the meta
+device); GMACs, throughput, latency, achieved efficiency and peak memory come from the
+benchmark file that ``tools/benchmark.py --json`` writes (``make benchmark``). A model that
+has not been benchmarked yet shows dashes and is listed under the table.
+
+Plots (PNG, with matplotlib): accuracy vs throughput, accuracy vs GMACs, and peak memory of a
+``features_only`` forward vs input size for the models with dense-size measurements.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+# Run from a checkout without installing the package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+CARDS = Path(__file__).resolve().parents[1] / 'model_cards'
+PLOTS = ('accuracy_vs_throughput.png', 'accuracy_vs_gmacs.png', 'memory_vs_size.png')
+DASH = '—'
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog='\n\n'.join(__doc__.split('\n\n')[1:]))
+    parser.add_argument('--bench', type=Path, default=CARDS / 'benchmarks.json',
+                        help='benchmark JSON written by tools/benchmark.py --json')
+    parser.add_argument('--published', type=Path, default=CARDS / 'published.json',
+                        help='published top-1 per model')
+    parser.add_argument('--out', type=Path, default=CARDS, help='directory for README.md and plots/')
+    parser.add_argument('--models', nargs='+', metavar='MODEL', help='only these models (default: all registered)')
+    parser.add_argument('--no-plots', action='store_true', help='only the table')
+    parser.add_argument('--check', action='store_true',
+                        help='do not write; exit 1 if OUT/README.md differs from what would be written')
+    return parser.parse_args(argv)
+
+
+def _median(stat: dict | None) -> float | None:
+    return None if not stat else stat.get('median')
+
+
+def _dig(d: dict, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(d, dict) or key not in d:
+            return None
+        d = d[key]
+    return d
+
+
+def collect_rows(models: Sequence[str], bench: dict, published: dict) -> list[dict[str, Any]]:
+    """One record per model: registry facts, published accuracy and the benchmark's medians."""
+    from zoo.registry import family_of, param_count
+    rows = []
+    for name in models:
+        entry = bench.get('models', {}).get(name, {})
+        eager = _dig(entry, 'speed', 'default', 'eager') or {}
+        throughput = eager.get('throughput') or {}
+        memory = _dig(entry, 'dense_memory', 'default') or {}
+        rows.append(dict(
+            name=name,
+            family=family_of(name),
+            params_m=param_count(name) / 1e6,
+            gmacs=entry.get('gmacs'),
+            img_size=entry.get('img_size'),
+            top1=_dig(published, name, 'top1'),
+            top1_note=_dig(published, name, 'note'),
+            img_per_s=_median(throughput.get('img_per_s')),
+            img_per_s_iqr=(throughput.get('img_per_s') or {}),
+            batch_size=throughput.get('batch_size'),
+            latency_ms=_median(_dig(eager, 'latency', 'latency_ms')),
+            efficiency=_median(eager.get('efficiency')),
+            memory_mb={int(size): _median(v.get('peak_mb')) for size, v in memory.items()},
+            benchmarked=bool(throughput),
+        ))
+    return rows
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return DASH if value is None else format(value, fmt)
+
+
+def _throughput(row: dict) -> str:
+    if row['img_per_s'] is None:
+        return DASH
+    stat = row['img_per_s_iqr']
+    spread = f" ({stat['q25']:.1f}–{stat['q75']:.1f})" if 'q25' in stat and 'q75' in stat else ''
+    return f"{row['img_per_s']:.1f}{spread}"
+
+
+def _top1(row: dict) -> str:
+    if row['top1'] is None:
+        return DASH + (f" ({row['top1_note']})" if row['top1_note'] else '')
+    return f"{row['top1']:.1f}" + (f" ({row['top1_note']})" if row['top1_note'] else '')
+
+
+def render_readme(rows: list[dict], bench: dict, plots: Sequence[str]) -> str:
+    """The README text; a pure function of its inputs (``--check`` relies on that)."""
+    machine = bench.get('machine', {})
+    peak = _median(bench.get('matmul_peak_gflops'))
+    batch_sizes = sorted({r['batch_size'] for r in rows if r['batch_size']})
+    lines = [
+        '# Model cards: every zoo model in one table',
+        '',
+        '<!-- Generated by tools/model_cards.py from the registry, published.json and benchmarks.json;',
+        '     do not edit by hand: run `python tools/model_cards.py` (or `make model-cards`). -->',
+        '',
+        'Params are exact (the registry builds each model on the meta device). GMACs are per image at',
+        "the model's default input size, attention included. Throughput is eager fp32 at batch "
+        + (', '.join(map(str, batch_sizes)) or DASH) + ' (median, with the',
+        'interquartile range), latency at batch 1. Efficiency is achieved GFLOP/s (2 x GMACs x img/s)',
+        "over this machine's fp32 matmul peak measured in the same run. Peak memory is the resident-set",
+        'growth of one batch-1 `features_only` forward at 1024x1024 in a fresh process.',
+        'Top-1 is as published (ImageNet-1k); each family card says where it comes from.',
+        '',
+    ]
+    if machine:
+        lines += [
+            f"Machine: {machine.get('cpu_model', '?')} ({machine.get('cpu_capability', '?')}), "
+            f"{machine.get('usable_cpus', '?')} usable CPUs, {machine.get('torch_threads', '?')} torch thread(s); "
+            f"torch {machine.get('torch', '?')}, timm {machine.get('timm', '?')}; "
+            f"fp32 matmul peak {_num(peak, '.0f')} GFLOP/s.",
+            '',
+        ]
+    header = ['Model', 'Family', 'Params (M)', 'GMACs', 'Top-1', 'img/s', 'Latency (ms)', 'Efficiency',
+              'Peak MB @1024']
+    lines += ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    for r in rows:
+        cells = [
+            f"`{r['name']}`", r['family'], f"{r['params_m']:.2f}", _num(r['gmacs'], '.3f'), _top1(r),
+            _throughput(r), _num(r['latency_ms'], '.1f'),
+            DASH if r['efficiency'] is None else f"{100 * r['efficiency']:.1f}%",
+            _num(r['memory_mb'].get(1024), '.0f'),
+        ]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    missing = [r['name'] for r in rows if not r['benchmarked']]
+    if missing:
+        lines += ['', f'Not benchmarked yet ({len(missing)}): ' + ', '.join(f'`{m}`' for m in missing) + '.',
+                  'Run `python tools/benchmark.py MODEL --dense-sizes 512 1024 --json model_cards/benchmarks.json`.']
+    worst = sorted((r for r in rows if r['efficiency'] is not None), key=lambda r: r['efficiency'])[:3]
+    if worst:
+        lines += ['', 'Lowest achieved efficiency: ' + ', '.join(
+            f"`{r['name']}` {100 * r['efficiency']:.1f}%" for r in worst) + ' (analysed in their family cards).']
+    if plots:
+        lines += ['', '## Plots', '']
+        lines += [f'![{Path(p).stem.replace("_", " ")}](plots/{p})' for p in plots]
+    families = sorted({r['family'] for r in rows})
+    lines += ['', '## Family cards', '', ' · '.join(f'[{f}]({f}.md)' for f in families), '']
+    return '\n'.join(lines)
+
+
+def write_plots(rows: list[dict], out_dir: Path) -> list[str]:
+    """Write the PNG plots that have data; return their file names."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    families = sorted({r['family'] for r in rows})
+    colours = {f: plt.get_cmap('tab10')(i % 10) for i, f in enumerate(families)}
+    written = []
+
+    def scatter(xkey: str, xlabel: str, fname: str, log: bool) -> None:
+        points = [r for r in rows if r[xkey] is not None and r['top1'] is not None]
+        if not points:
+            return
+        fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
+        for fam in families:
+            pts = [r for r in points if r['family'] == fam]
+            if pts:
+                ax.scatter([r[xkey] for r in pts], [r['top1'] for r in pts], color=colours[fam], label=fam)
+                for r in pts:
+                    ax.annotate(r['name'], (r[xkey], r['top1']), fontsize=7, xytext=(3, 3),
+                                textcoords='offset points')
+        if log:
+            ax.set_xscale('log')
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel('ImageNet-1k top-1 (%, published)')
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out_dir / fname)
+        plt.close(fig)
+        written.append(fname)
+
+    scatter('img_per_s', 'throughput (img/s, this machine, eager fp32)', PLOTS[0], log=True)
+    scatter('gmacs', 'GMACs per image', PLOTS[1], log=True)
+
+    dense = [r for r in rows if len(r['memory_mb']) >= 2]
+    if dense:
+        fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
+        for r in dense:
+            sizes = sorted(r['memory_mb'])
+            ax.plot(sizes, [r['memory_mb'][s] for s in sizes], marker='o', color=colours[r['family']],
+                    label=r['name'])
+        ax.set_xlabel('input side (px), batch 1, features_only forward')
+        ax.set_ylabel('peak memory growth (MB)')
+        ax.set_yscale('log')
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        fig.savefig(out_dir / PLOTS[2])
+        plt.close(fig)
+        written.append(PLOTS[2])
+    return written
+
+
+def planned_plots(rows: list[dict]) -> list[str]:
+    """The plots that write_plots would produce for these rows (for --check and --no-plots)."""
+    plots = []
+    if any(r['img_per_s'] is not None and r['top1'] is not None for r in rows):
+        plots.append(PLOTS[0])
+    if any(r['gmacs'] is not None and r['top1'] is not None for r in rows):
+        plots.append(PLOTS[1])
+    if any(len(r['memory_mb']) >= 2 for r in rows):
+        plots.append(PLOTS[2])
+    return plots
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    import zoo  # noqa: F401  (registers the families)
+    from zoo.registry import list_models
+
+    bench = json.loads(args.bench.read_text()) if args.bench.exists() else {}
+    published = json.loads(args.published.read_text())
+    models = args.models or list_models()
+    unknown = sorted(set(models) - set(list_models()))
+    if unknown:
+        raise SystemExit(f'not zoo models: {unknown}; see `python -m zoo list`')
+    rows = collect_rows(models, bench, published)
+    plots = planned_plots(rows)
+    text = render_readme(rows, bench, plots)
+    readme = args.out / 'README.md'
+    if args.check:
+        current = readme.read_text() if readme.exists() else ''
+        if current != text:
+            print(f'{readme} is out of date: run `python tools/model_cards.py`', file=sys.stderr)
+            return 1
+        print(f'{readme} is up to date')
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    readme.write_text(text)
+    if not args.no_plots:
+        written = write_plots(rows, args.out / 'plots')
+        assert written == plots, (written, plots)
+    print(f'wrote {readme}' + ('' if args.no_plots else f' and {len(plots)} plot(s) in {args.out / "plots"}'))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
