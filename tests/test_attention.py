@@ -218,6 +218,32 @@ def test_reference_linear_matches_formula_by_loops() -> None:
             torch.testing.assert_close(out[0, 0, i, c], numerator * z)
 
 
+def test_reference_linear_rank_augmentation_by_loops() -> None:
+    torch.manual_seed(0)
+    n_q, n_k, d, dv, scale = 3, 5, 2, 3, 0.7
+    q = F.elu(randn(1, 1, n_q, d, dtype=torch.float64)) + 1
+    k = F.elu(randn(1, 1, n_k, d, dtype=torch.float64)) + 1
+    q_norm, k_norm = q + 0.5, k * 2.0
+    v = randn(1, 1, n_k, dv, dtype=torch.float64)
+    out = za.linear_attention(q, k, v, q_norm=q_norm, k_norm=k_norm, eps=1e-3,
+                              rank_augmentation=True, scale=scale)
+    q_mean = [sum(q_norm[0, 0, i, c] for i in range(n_q)) / n_q for c in range(d)]
+    logits = [scale * sum(q_mean[c] * k_norm[0, 0, j, c] for c in range(d)) for j in range(n_k)]
+    total = sum(math.exp(float(t)) for t in logits)
+    a = [n_k * math.exp(float(t)) / total for t in logits]
+    k_mean = [sum(a[j] * k_norm[0, 0, j, c] for j in range(n_k)) / n_k for c in range(d)]
+    for i in range(n_q):
+        z = 1.0 / (sum(q_norm[0, 0, i, c] * k_mean[c] for c in range(d)) + 1e-3)
+        for c in range(dv):
+            numerator = sum(a[j] * (q[0, 0, i] @ k[0, 0, j]) * v[0, 0, j, c] for j in range(n_k)) / n_k
+            torch.testing.assert_close(out[0, 0, i, c], numerator * z)
+    # default scale is head_dim ** -0.5; without the flag the scale is ignored (old behaviour)
+    torch.testing.assert_close(
+        za.linear_attention(q, k, v, rank_augmentation=True),
+        za.linear_attention(q, k, v, rank_augmentation=True, scale=d ** -0.5))
+    torch.testing.assert_close(za.linear_attention(q, k, v, scale=3.0), za.linear_attention(q, k, v))
+
+
 def test_fully_masked_query_gives_zeros_and_finite_grads() -> None:
     torch.manual_seed(0)
     q, k, v = randn(1, 2, 3, 4), randn(1, 2, 5, 4), randn(1, 2, 5, 4)
@@ -350,6 +376,22 @@ def test_routed_sdpa_matches_reference() -> None:
         return lambda q, k, v: za.routed_attention(q, k, v, region_index, backend=backend)
 
     assert_same_forward_and_grads(run('sdpa'), run('reference'), tensors)
+
+
+def test_routed_sdpa_in_blocks_of_query_regions_matches_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    # With no byte budget beyond the size of k and v, each block gathers for R // topk query
+    # regions: 9 regions, topk 3 -> 3 blocks, forward and (recomputing) backward.
+    monkeypatch.setattr(sdpa_backend, 'ROUTED_GATHER_BYTES', 0)
+    tensors, region_index = _routed_inputs(B=2, h=2, R=9, n_q=3, n_k=5, d=6, dv=4, topk=3)
+    region_index[0] = region_index[0, 0]  # image 0: every query region selects the same regions
+    assert sdpa_backend._region_block(*tensors, topk=3) == 3
+
+    def run(backend):
+        return lambda q, k, v: za.routed_attention(q, k, v, region_index, backend=backend)
+
+    assert_same_forward_and_grads(run('sdpa'), run('reference'), tensors)
+    with torch.no_grad():
+        torch.testing.assert_close(run('sdpa')(*tensors), run('reference')(*tensors), atol=ATOL, rtol=RTOL)
 
 
 def test_linear_attention_has_no_sdpa_path() -> None:
@@ -520,6 +562,27 @@ def test_routed_triton_float16_forward() -> None:
     expected = za.routed_attention(q.float(), k.float(), v.float(), region_index, backend='reference')
     assert out.dtype == torch.float16
     torch.testing.assert_close(out.float(), expected, atol=2e-3, rtol=2e-3)
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')
+@pytest.mark.usefixtures('triton_interpreter')
+def test_routed_triton_backward_reads_regions_by_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Regions selected by several query regions get their dk/dv from each of them; nothing
+    # gathers (torch.gather would raise) in the forward or the backward kernel.
+    tensors, region_index = _routed_inputs(B=2, h=2, R=4, n_q=5, n_k=17, d=8, dv=6, topk=3)
+    region_index[0] = torch.tensor([0, 1, 2])
+    expected = forward_and_grads(lambda q, k, v: za.routed_attention(q, k, v, region_index, backend='reference'),
+                                 tensors)
+
+    def no_gather(*args, **kwargs):
+        raise AssertionError('the triton path gathered the selected regions')
+
+    monkeypatch.setattr(torch, 'gather', no_gather)
+    out, grads = forward_and_grads(lambda q, k, v: za.routed_attention(q, k, v, region_index, backend='triton'),
+                                   tensors)
+    torch.testing.assert_close(out, expected[0], atol=ATOL, rtol=RTOL)
+    for grad, ref_grad in zip(grads, expected[1], strict=True):
+        torch.testing.assert_close(grad, ref_grad, atol=ATOL, rtol=RTOL)
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed')

@@ -56,4 +56,5 @@ def test_official_checkpoint_loads_for_features_and_new_heads(name, checkpoint_d
         grey = timm.create_model(name, pretrained=True, in_chans=1,
                                  pretrained_cfg_overlay=dict(file=path)).eval()
         g = x[:, :1]
-        assert torch.allclose(grey(g), ref(g.expand(-1, 3, -1, -1)), atol=1e-4, rtol=1e-4)
+        # (relative to the logits' scale: the fixtures' weights give logits up to ~1e3)
+        assert rel_err(grey(g), ref(g.expand(-1, 3, -1, -1))) <= 1e-5

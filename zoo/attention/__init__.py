@@ -29,6 +29,7 @@ from ._dispatch import (
     use_backend,
     window_attention,
 )
+from .post_softmax_mask import causal_post_softmax_attention, soft_causal_mask
 
 __all__ = [
     'BACKENDS',
@@ -44,4 +45,6 @@ __all__ = [
     'routed_attention',
     'use_backend',
     'window_attention',
+    'causal_post_softmax_attention',
+    'soft_causal_mask',
 ]

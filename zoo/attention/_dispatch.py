@@ -552,11 +552,18 @@ def linear_attention(
     q_norm: Tensor | None = None,
     k_norm: Tensor | None = None,
     eps: float = 1e-6,
+    rank_augmentation: bool = False,
+    scale: float | None = None,
     backend: str | None = None,
 ) -> Tensor:
     """Non-causal linear attention as RALA / RAVLT use it.
 
     ``out = (q @ (k^T v / Nk)) * z`` with ``z = 1 / (q_norm . mean_N(k_norm) + eps)``.
+
+    With ``rank_augmentation`` (RALA's rank-augmented linear attention), every key j is first
+    weighted by ``a_j = Nk * softmax_j(scale * mean_i(q_norm_i) . k_norm_j)``: ``k_j`` and
+    ``k_norm_j`` both become ``a_j k_j`` / ``a_j k_norm_j``. Because RoPE rotates each token
+    by itself, weighting the rotated keys equals rotating the weighted keys, as RALA does.
 
     Args:
         q: Queries (feature-mapped, e.g. ELU + 1 and possibly RoPE-rotated), (B, heads, Nq, d).
@@ -566,6 +573,10 @@ def linear_attention(
             queries before RoPE here.
         k_norm: Keys for the normaliser, shaped like k; defaults to k.
         eps: Added to the normaliser's denominator.
+        rank_augmentation: Weight the keys as described above (RALA); False keeps plain
+            linear attention.
+        scale: Logit scale of the key weighting; None means ``head_dim ** -0.5``. Unused
+            without ``rank_augmentation``.
         backend: ``'reference'``/``'math'`` (default and only backend: the op is two small
             matmuls already, there is nothing for a fused path to save).
 
@@ -586,4 +597,6 @@ def linear_attention(
     return _run(
         op, backend, q.device, q, k, v,
         q_norm=q if q_norm is None else q_norm, k_norm=k if k_norm is None else k_norm, eps=float(eps),
+        rank_augmentation=bool(rank_augmentation),
+        scale=_resolve_scale(op, scale, q) if rank_augmentation else None,
     )

@@ -181,10 +181,18 @@ def routed_attention(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, *, s
 
 
 def linear_attention(
-    q: Tensor, k: Tensor, v: Tensor, *, q_norm: Tensor, k_norm: Tensor, eps: float
+    q: Tensor, k: Tensor, v: Tensor, *, q_norm: Tensor, k_norm: Tensor, eps: float,
+    rank_augmentation: bool = False, scale: float | None = None,
 ) -> Tensor:
     """Linear attention on (B, heads, N, d) tensors; see ``zoo.attention.linear_attention``."""
     n = k.shape[-2]
+    if rank_augmentation:
+        # RALA: weight each key by N * softmax over keys of (mean query . key) * scale.
+        q_mean = q_norm.mean(dim=-2, keepdim=True)  # (B, heads, 1, d)
+        logits = (q_mean @ k_norm.transpose(-2, -1)) * scale  # (B, heads, 1, Nk)
+        weights = torch.softmax(logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32))
+        weights = (weights * n).to(k.dtype).transpose(-2, -1)  # (B, heads, Nk, 1)
+        k, k_norm = k * weights, k_norm * weights
     kv = (k.transpose(-2, -1) @ v) / n  # (B, heads, d, dv)
     z = 1.0 / (q_norm @ k_norm.mean(dim=-2, keepdim=True).transpose(-2, -1) + eps)  # (B, heads, Nq, 1)
     return (q @ kv) * z

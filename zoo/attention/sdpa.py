@@ -2,7 +2,8 @@
 
 Each op is reshaped into one 4-D SDPA call so that PyTorch can pick its flash, memory-efficient
 or CPU-fused kernel: windows are folded into the head dim, neighbourhoods become a boolean mask
-(or a float bias carrying the relative position bias), routed regions are gathered first.
+(or a float bias carrying the relative position bias), routed regions are gathered per block
+of query regions.
 Inputs are validated by the public ops in ``zoo.attention``.
 """
 
@@ -12,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .reference import gather_regions, merge_windows, neighbourhood, partition_windows, window_bias
+from .reference import merge_windows, neighbourhood, partition_windows, window_bias
 
 
 def dense_attention(
@@ -113,15 +114,101 @@ def neighborhood_attention(
     return out.reshape(B, h, H, W, -1)
 
 
-def routed_attention(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, *, scale: float) -> Tensor:
-    """Routed attention: gather the selected kv regions, then one SDPA call over all regions."""
-    B, h, R, n_q, _ = q.shape
-    k_sel = gather_regions(k, region_index)  # (B, heads, R, topk * Nk, d)
-    v_sel = gather_regions(v, region_index)
+# Keys/values gathered at once by the routed op: at most this many bytes, or the size of k and v
+# themselves if that is larger. Beyond it the query regions are processed in blocks.
+ROUTED_GATHER_BYTES = 64 * 2 ** 20
+
+
+def _routed_block(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, scale: float) -> Tensor:
+    """Routed attention of the query regions in ``q`` (those of ``region_index``) in one SDPA call.
+
+    Args:
+        q: (B, heads, r, Nq, d), a block of r query regions.
+        k: (B, heads, R, Nk, d), all key regions.
+        v: (B, heads, R, Nk, dv).
+        region_index: (B, r, topk), the key regions of the r query regions.
+    """
+    B, h, r, n_q, _ = q.shape
+    n_k, topk = k.shape[3], region_index.shape[2]
+
+    def gather(x: Tensor) -> Tensor:  # (B, heads, r * topk, Nk, c) -> one row per query region
+        index = region_index.reshape(B, 1, r * topk, 1, 1).expand(B, h, r * topk, n_k, x.shape[-1])
+        return torch.gather(x, 2, index).reshape(B * h * r, 1, topk * n_k, x.shape[-1])
+
     out = F.scaled_dot_product_attention(
-        q.reshape(B, h * R, n_q, q.shape[-1]),
-        k_sel.reshape(B, h * R, k_sel.shape[3], k_sel.shape[4]),
-        v_sel.reshape(B, h * R, v_sel.shape[3], v_sel.shape[4]),
-        scale=scale,
-    )
-    return out.reshape(B, h, R, n_q, -1)
+        q.reshape(B * h * r, 1, n_q, q.shape[-1]), gather(k), gather(v), scale=scale)
+    return out.reshape(B, h, r, n_q, -1)
+
+
+def _region_block(q: Tensor, k: Tensor, v: Tensor, topk: int) -> int:
+    """How many query regions to gather keys/values for at once (all of them while tracing)."""
+    R = q.shape[2]
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() \
+            or q.device.type == 'meta':
+        return R
+    B, h, _, n_k, _ = k.shape
+    per_region = B * h * topk * n_k * (k.shape[-1] + v.shape[-1]) * k.element_size()
+    budget = max(ROUTED_GATHER_BYTES, (k.numel() + v.numel()) * k.element_size())
+    return max(1, min(R, budget // max(per_region, 1)))
+
+
+def _routed_blocks(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, scale: float, block: int) -> Tensor:
+    out = q.new_empty(*q.shape[:-1], v.shape[-1])
+    for start in range(0, q.shape[2], block):
+        end = start + block
+        out[:, :, start:end] = _routed_block(q[:, :, start:end], k, v, region_index[:, start:end], scale)
+    return out
+
+
+class _BlockedRoutedAttention(torch.autograd.Function):
+    """Routed attention over blocks of query regions, forward and backward.
+
+    Only one block's gathered keys/values exist at a time: the backward recomputes each block's
+    gather and attention instead of keeping them from the forward.
+    """
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, scale: float, block: int) -> Tensor:
+        ctx.save_for_backward(q, k, v, region_index)
+        ctx.scale, ctx.block = scale, block
+        return _routed_blocks(q, k, v, region_index, scale, block)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        q, k, v, region_index = ctx.saved_tensors
+        need_q, need_k, need_v = ctx.needs_input_grad[:3]
+        grad_q = torch.empty_like(q) if need_q else None
+        grad_k = torch.zeros_like(k) if need_k else None
+        grad_v = torch.zeros_like(v) if need_v else None
+        k_leaf, v_leaf = k.detach().requires_grad_(need_k), v.detach().requires_grad_(need_v)
+        for start in range(0, q.shape[2], ctx.block):
+            end = start + ctx.block
+            q_leaf = q[:, :, start:end].detach().requires_grad_(need_q)
+            with torch.enable_grad():
+                out = _routed_block(q_leaf, k_leaf, v_leaf, region_index[:, start:end], ctx.scale)
+            inputs = [t for t in (q_leaf, k_leaf, v_leaf) if t.requires_grad]
+            grads = iter(torch.autograd.grad(out, inputs, grad_out[:, :, start:end]))
+            if need_q:
+                grad_q[:, :, start:end] = next(grads)
+            if need_k:
+                grad_k += next(grads)
+            if need_v:
+                grad_v += next(grads)
+        return grad_q, grad_k, grad_v, None, None, None
+
+
+def routed_attention(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, *, scale: float) -> Tensor:
+    """Routed attention: per block of query regions, gather the selected kv regions, one SDPA call.
+
+    The gathered keys/values hold ``topk`` copies of the selected regions per query region; the
+    blocks keep them within ``max(ROUTED_GATHER_BYTES, size of k and v)`` in the forward and
+    in the backward (which recomputes each block), instead of ``topk`` times k and v for the
+    whole map at once. While tracing or compiling there is one block (a graph without loops).
+    """
+    block = _region_block(q, k, v, region_index.shape[2])
+    if block >= q.shape[2]:
+        return _routed_block(q, k, v, region_index, scale)
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        return _BlockedRoutedAttention.apply(q, k, v, region_index, scale, block)
+    return _routed_blocks(q, k, v, region_index, scale, block)

@@ -1,5 +1,9 @@
 """Building blocks that several families share and timm.layers lacks."""
 from .input_check import InputError, validate_input
 from .padding import crop_to, pad_to_multiple
+from .pointwise import PointwiseConv2d
+from .deform_conv import DeformConv2dPack, deform_conv2d, deform_conv2d_decomposed  # noqa: F401
+from .rope import apply_rope, rope_1d, rope_2d, rope_2d_frequencies, rope_frequencies
 
-__all__ = ['InputError', 'validate_input', 'pad_to_multiple', 'crop_to']
+__all__ = ['InputError', 'validate_input', 'pad_to_multiple', 'crop_to',
+           'apply_rope', 'rope_frequencies', 'rope_1d', 'rope_2d_frequencies', 'rope_2d', 'PointwiseConv2d']

@@ -12,6 +12,12 @@ import torch.nn.functional as F
 __all__ = ['pad_to_multiple', 'crop_to']
 
 
+def _tracing() -> bool:
+    # A traced graph (ONNX export) must not freeze the "no padding needed" branch of the
+    # traced size: pad and crop unconditionally, with the amounts computed from the shape.
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int | tuple[int, int], *, channels_last: bool = False,
                     value: float = 0.0) -> tuple[torch.Tensor, tuple[int, int]]:
     """Zero-pad the bottom/right of a feature map so H and W are multiples of ``multiple``.
@@ -27,8 +33,10 @@ def pad_to_multiple(x: torch.Tensor, multiple: int | tuple[int, int], *, channel
     """
     mh, mw = (multiple, multiple) if isinstance(multiple, int) else multiple
     h, w = (x.shape[1], x.shape[2]) if channels_last else (x.shape[-2], x.shape[-1])
-    pad_h, pad_w = (-h) % mh, (-w) % mw
-    if pad_h or pad_w:
+    # Ceil-division instead of (-h) % m (same values): torch.compile's inductor cannot turn a
+    # dynamic size holding a Mod into float arithmetic (grid_sample's decomposition needs that).
+    pad_h, pad_w = (h + mh - 1) // mh * mh - h, (w + mw - 1) // mw * mw - w
+    if pad_h or pad_w or _tracing():  # traced: keep the (possibly zero) pad in the graph
         pad = (0, 0, 0, pad_w, 0, pad_h) if channels_last else (0, pad_w, 0, pad_h)
         x = F.pad(x, pad, value=value)
     return x, (h, w)
@@ -38,5 +46,5 @@ def crop_to(x: torch.Tensor, size: tuple[int, int], *, channels_last: bool = Fal
     """Undo ``pad_to_multiple``: keep the top-left ``size`` of the feature map."""
     h, w = size
     if channels_last:
-        return x[:, :h, :w, :] if (x.shape[1], x.shape[2]) != (h, w) else x
-    return x[..., :h, :w] if tuple(x.shape[-2:]) != (h, w) else x
+        return x[:, :h, :w, :] if _tracing() or (x.shape[1], x.shape[2]) != (h, w) else x
+    return x[..., :h, :w] if _tracing() or tuple(x.shape[-2:]) != (h, w) else x

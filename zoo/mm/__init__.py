@@ -11,9 +11,20 @@ from .backbone import ZooBackbone, register_family_alias
 # alias -> (model name prefix, default arch)
 FAMILY_ALIASES = {
     'VAN': ('van_', 'b0'),
+    'BiFormer': ('biformer_', 'tiny'),
+    'RAVLT': ('ravlt_', 'tiny'),
+    'LITv2': ('litv2_', 'small'),
+    'DaViT': ('davit_', 'tiny'),
+    'SHViT': ('shvit_', 's4'),
+    'iLLaMA': ('illama_', 'tiny'),
 }
 
 for _alias, (_prefix, _default) in FAMILY_ALIASES.items():
     register_family_alias(_alias, _prefix, _default)
+
+# The necks and heads the papers' recipes need (necks/, heads/): importing zoo.mm is enough,
+# so configs need only custom_imports = dict(imports=['zoo.mm']).
+import heads  # noqa: E402,F401
+import necks  # noqa: E402,F401
 
 __all__ = ['ZooBackbone', 'register_family_alias', 'FAMILY_ALIASES']

@@ -41,7 +41,8 @@ class ZooBackbone(BaseModule):
 
     Args:
         model_name: a registered model, e.g. ``'van_b2'`` (see ``python -m zoo list``).
-        out_indices: stages whose outputs are returned.
+        out_indices: stages whose outputs are returned (default ``(0, 1, 2, 3)``, or every
+            stage of models with fewer, e.g. SHViT's three).
         frozen_stages: freeze the stem (0) and the first ``k`` stages (``k``); -1 freezes
             nothing. Frozen parts get ``requires_grad=False`` and stay in eval mode.
         norm_eval: keep every BatchNorm in eval mode during training (frozen statistics).
@@ -57,7 +58,7 @@ class ZooBackbone(BaseModule):
     def __init__(
             self,
             model_name: str,
-            out_indices: Sequence[int] = (0, 1, 2, 3),
+            out_indices: Sequence[int] | None = None,
             frozen_stages: int = -1,
             norm_eval: bool = False,
             out_norms: bool | Sequence[bool] = False,
@@ -76,6 +77,8 @@ class ZooBackbone(BaseModule):
             kwargs['drop_path_rate'] = drop_path_rate
         model = timm.create_model(model_name, pretrained=False, **kwargs)
         num_stages = len(model.feature_info)
+        if out_indices is None:
+            out_indices = tuple(range(min(4, num_stages)))
         if not out_indices or any(not -num_stages <= i < num_stages for i in out_indices):
             raise ValueError(f'out_indices {tuple(out_indices)} out of range for {num_stages} stages')
         self.out_indices = tuple(i % num_stages for i in out_indices)

@@ -1,0 +1,96 @@
+"""zoo.layers.rope against a complex-number reference and hand-computed tables."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from zoo.layers import apply_rope, rope_1d, rope_2d, rope_2d_frequencies, rope_frequencies
+
+
+def complex_rope(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Reference: pairs (2j, 2j+1) as complex numbers times exp(i * angle_j)."""
+    xc = torch.view_as_complex(x.double().reshape(*x.shape[:-1], -1, 2).contiguous())
+    rotated = xc * torch.polar(torch.ones_like(angles.double()), angles.double())
+    return torch.view_as_real(rotated).flatten(-2).to(x.dtype)
+
+
+def test_apply_rope_equals_complex_multiplication() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 7, 8, dtype=torch.float64)
+    angles = torch.rand(7, 4, dtype=torch.float64) * 10
+    out = apply_rope(x, angles.sin(), angles.cos())
+    torch.testing.assert_close(out, complex_rope(x, angles))
+    # per-channel tables with equal pair entries are the same rotation
+    out_full = apply_rope(x, angles.repeat_interleave(2, -1).sin(), angles.repeat_interleave(2, -1).cos())
+    torch.testing.assert_close(out_full, out)
+    # a rotation keeps the norm of every pair
+    torch.testing.assert_close(out.reshape(2, 3, 7, 4, 2).norm(dim=-1), x.reshape(2, 3, 7, 4, 2).norm(dim=-1))
+
+
+def test_apply_rope_per_channel_matches_rotate_every_two_formula() -> None:
+    # x * cos + rotate_every_two(x) * sin with rotate_every_two(x) = (-x1, x0, -x3, x2, ...)
+    x = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    sin = torch.tensor([[0.1, 0.2, 0.3, 0.4]])
+    cos = torch.tensor([[0.5, 0.6, 0.7, 0.8]])
+    expected = torch.tensor([[1 * 0.5 - 2 * 0.1, 2 * 0.6 + 1 * 0.2, 3 * 0.7 - 4 * 0.3, 4 * 0.8 + 3 * 0.4]])
+    torch.testing.assert_close(apply_rope(x, sin, cos), expected)
+
+
+def test_apply_rope_rejects_bad_shapes() -> None:
+    with pytest.raises(ValueError, match='even'):
+        apply_rope(torch.zeros(2, 3), torch.zeros(2, 1), torch.zeros(2, 1))
+    with pytest.raises(ValueError, match='entries'):
+        apply_rope(torch.zeros(2, 4), torch.zeros(2, 3), torch.zeros(2, 3))
+    with pytest.raises(ValueError, match='differ'):
+        apply_rope(torch.zeros(2, 4), torch.zeros(2, 2), torch.zeros(2, 4))
+
+
+def test_rope_1d_is_llama_rope() -> None:
+    torch.manual_seed(0)
+    dim, n, theta = 8, 6, 500.0
+    freqs = rope_frequencies(dim, theta)
+    torch.testing.assert_close(freqs, torch.tensor([theta ** (-2 * j / dim) for j in range(dim // 2)]))
+    sin, cos = rope_1d(n, dim, theta, offset=3)
+    angles = torch.arange(3, 3 + n, dtype=torch.float64)[:, None] * freqs.double()[None]
+    x = torch.randn(2, n, dim)
+    torch.testing.assert_close(apply_rope(x, sin, cos), complex_rope(x, angles), atol=1e-5, rtol=1e-5)
+    # relative property: <R(m) q, R(n) k> depends on m - n only
+    q, k = torch.randn(dim, dtype=torch.float64), torch.randn(dim, dtype=torch.float64)
+    s, c = rope_1d(10, dim, theta)
+    s, c = s.double(), c.double()
+    dot = [apply_rope(q[None], s[m:m + 1], c[m:m + 1]) @ apply_rope(k[None], s[m - 2:m - 1], c[m - 2:m - 1]).T
+           for m in (2, 5, 9)]
+    torch.testing.assert_close(dot[0], dot[1])
+    torch.testing.assert_close(dot[0], dot[2])
+
+
+def test_rope_2d_tables_by_hand() -> None:
+    angle = rope_2d_frequencies(16)
+    assert angle.shape == (8,)
+    base = [1.0 / 10000 ** (i / 3) for i in range(4)]
+    torch.testing.assert_close(angle, torch.tensor([b for b in base for _ in range(2)]))
+    h, w = 3, 5
+    sin, cos = rope_2d(angle, h, w)
+    assert sin.shape == cos.shape == (h * w, 16)
+    for y in range(h):
+        for x in range(w):
+            t = y * w + x
+            for c in range(8):
+                assert math.isclose(sin[t, c].item(), math.sin(y * angle[c].item()), abs_tol=1e-6)
+                assert math.isclose(cos[t, 8 + c].item(), math.cos(x * angle[c].item()), abs_tol=1e-6)
+    with pytest.raises(ValueError, match='multiple of 4'):
+        rope_2d_frequencies(6)
+
+
+def test_rope_2d_rotation_is_complex_rope_of_row_and_column() -> None:
+    torch.manual_seed(0)
+    angle = rope_2d_frequencies(8)
+    h, w = 4, 3
+    sin, cos = rope_2d(angle, h, w)
+    x = torch.randn(1, 2, h * w, 8, dtype=torch.float64)
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing='ij')
+    pair_freq = angle[0::2].double()
+    angles = torch.cat((ys.reshape(-1, 1) * pair_freq, xs.reshape(-1, 1) * pair_freq), dim=-1)
+    torch.testing.assert_close(apply_rope(x, sin.double(), cos.double()), complex_rope(x, angles))
