@@ -1,0 +1,557 @@
+"""iLLaMA: a LLaMA-style (causal) decoder as a plain vision transformer
+
+Paper: `Adapting LLaMA Decoder to Vision Transformer` - https://arxiv.org/abs/2404.06773
+(Wang et al., 2024)
+Official code: https://github.com/techmonsterwang/iLLaMA (no LICENSE file); weights on the
+Hugging Face Hub: https://huggingface.co/techmonsterwang/iLLaMA
+
+A ViT made of LLaMA blocks: RMSNorm (computed in float32), bias-free SwiGLU MLPs, 1-D RoPE
+over the whole token sequence, and causal self-attention. The class token is appended
+AFTER the patch tokens (so that, under the causal mask, it sees every patch), a learnable
+absolute position embedding is added after that concatenation (its last row belongs to the
+class token), and the logits come from the normalised class token.
+
+The causal mask multiplies the softmax weights (``softmax(q k^T s) * tril``) without
+renormalising the rows, which is not what ``is_causal=True`` computes. It runs through
+``zoo.attention.causal_post_softmax_attention`` (exact, no N x N matrix on the fast path).
+Training used a "soft mask" ``r + (1 - r) * tril`` with ``r`` decaying to 0:
+``model.set_soft_mask_rate(r)`` per iteration, e.g. with :func:`soft_mask_schedule`.
+
+Differences from the official code, none of which changes the outputs at the official sizes:
+- RoPE in real arithmetic (``zoo.layers.rope``) instead of complex tensors, so the model
+  exports to ONNX; the tables are computed per forward for the actual sequence length.
+- Any input size: the image is zero-padded at the bottom/right to a multiple of the patch
+  size, and the position embedding is resampled bicubically to the patch grid (class row
+  kept last), as the official code does once when fine-tuning at 384.
+- ``forward_intermediates`` / ``features_only`` return the patch tokens of the selected
+  blocks as NCHW maps (class token dropped), for dense prediction.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import DropPath, trunc_normal_
+from timm.models import register_model, generate_default_cfgs, resolve_pretrained_cfg
+from timm.models._features import feature_take_indices
+from timm.models._manipulate import checkpoint
+
+from zoo.attention import causal_post_softmax_attention
+from zoo.builder import build_zoo_model
+from zoo.layers import InputError, apply_rope, pad_to_multiple, rope_1d, rope_frequencies, validate_input
+
+__all__ = ['ILLaMA', 'soft_mask_schedule']
+
+
+class RMSNorm(nn.Module):
+    """LLaMA's RMSNorm: normalise in float32, cast back, then scale.
+
+    timm's ``RmsNorm`` computes in the input dtype; the official model upcasts, which
+    matters under bf16/fp16 autocast.
+
+    Args:
+        dim: channels.
+        eps: added to the mean square.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return xf.type_as(x) * self.weight
+
+
+def swiglu_hidden(dim: int, mlp_ratio: float, multiple_of: int = 256) -> int:
+    """LLaMA's SwiGLU width: two thirds of ``dim * mlp_ratio``, rounded up to ``multiple_of``."""
+    hidden = int(2 * int(dim * mlp_ratio) / 3)
+    return multiple_of * math.ceil(hidden / multiple_of)
+
+
+class SwiGLU(nn.Module):
+    """``fc2(silu(fc1(x)) * fc3(x))``, all bias-free (the official names kept).
+
+    Args:
+        dim: input and output channels.
+        hidden_dim: hidden channels.
+    """
+
+    def __init__(self, dim: int, hidden_dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim, bias=False)
+        self.fc2 = nn.Linear(hidden_dim, dim, bias=False)
+        self.fc3 = nn.Linear(dim, hidden_dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.silu(self.fc1(x)) * self.fc3(x))
+
+
+def _rotate(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
+    """RoPE on interleaved pairs: ``zoo.layers.apply_rope``, or in a traced graph the same product
+    written as ``x * cos + (x @ R) * sin`` with ``R`` the signed pair swap (exact: one nonzero per
+    column), because the tracer records ``apply_rope``'s pair reshapes with the traced sizes
+    baked in and the dynamic ONNX export then fails at other lengths."""
+    d = x.shape[-1]
+    if not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
+        return apply_rope(x, sin, cos)
+    swap = torch.zeros(d, d, dtype=x.dtype, device=x.device)
+    idx = torch.arange(0, d, 2, device=x.device)
+    swap[idx + 1, idx] = -1.  # out[2j] = -x[2j + 1]
+    swap[idx, idx + 1] = 1.  # out[2j + 1] = x[2j]
+    return x * cos.to(x.dtype) + (x @ swap) * sin.to(x.dtype)  # per-channel tables (see _embed)
+
+
+class CausalAttention(nn.Module):
+    """Multi-head self-attention with RoPE on q/k and iLLaMA's post-softmax causal mask.
+
+    Args:
+        dim: channels.
+        num_heads: attention heads.
+        qkv_bias: biases in the qkv projection.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f'dim {dim} is not a multiple of num_heads {num_heads}')
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], soft_rate: float) -> torch.Tensor:
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        # The official rotation runs in float32 whatever the activations' dtype.
+        q = _rotate(q.float(), *rope).type_as(v)
+        k = _rotate(k.float(), *rope).type_as(v)
+        x = causal_post_softmax_attention(q, k, v, soft_rate=soft_rate, scale=self.scale)
+        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+
+
+class Block(nn.Module):
+    """``x + Attn(RMSNorm(x))``, then ``x + SwiGLU(RMSNorm(x))``.
+
+    Args:
+        dim: channels.
+        num_heads: attention heads.
+        mlp_hidden: SwiGLU hidden channels.
+        qkv_bias: biases in the qkv projection.
+        drop_path: stochastic depth rate.
+        norm_eps: RMSNorm eps.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_hidden: int, qkv_bias: bool = True,
+                 drop_path: float = 0., norm_eps: float = 1e-6):
+        super().__init__()
+        self.norm1 = RMSNorm(dim, norm_eps)
+        self.attn = CausalAttention(dim, num_heads, qkv_bias)
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.norm2 = RMSNorm(dim, norm_eps)
+        self.mlp = SwiGLU(dim, mlp_hidden)
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], soft_rate: float = 0.) -> torch.Tensor:
+        x = x + self.drop_path1(self.attn(self.norm1(x), rope, soft_rate))
+        x = x + self.drop_path2(self.mlp(self.norm2(x)))
+        return x
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping ``patch_size`` conv (the official ``patch_embed.proj``).
+
+    Args:
+        patch_size: patch side.
+        in_chans: input channels.
+        embed_dim: output channels.
+    """
+
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int):
+        super().__init__()
+        self.patch_size = (patch_size, patch_size)
+        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+def resample_pos_embed(pos_embed: torch.Tensor, new_size: tuple[int, int], old_size: tuple[int, int]) -> torch.Tensor:
+    """Bicubically resample the patch rows of a ``(1, H*W + 1, C)`` embedding; the class row stays last.
+
+    The official fine-tuning at 384 resampled the 224 embedding this way
+    (``F.interpolate(..., mode='bicubic', align_corners=False)``, no antialiasing).
+    """
+    n = old_size[0] * old_size[1]
+    grid, cls = pos_embed[:, :n], pos_embed[:, n:n + 1]
+    dtype = grid.dtype
+    grid = grid.float().reshape(1, old_size[0], old_size[1], -1).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=new_size, mode='bicubic', align_corners=False)
+    grid = grid.permute(0, 2, 3, 1).flatten(1, 2).to(dtype)
+    return torch.cat((grid, cls), dim=1)
+
+
+def _exporting() -> bool:
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
+
+
+class ILLaMA(nn.Module):
+    """iLLaMA: plain ViT of LLaMA blocks with a post-sequence class token.
+
+    Args:
+        img_size: the image size the position embedding is stored for (224 or 384 for the
+            official weights); other sizes are resampled at run time.
+        patch_size: patch side.
+        in_chans: input channels.
+        num_classes: classes of the linear head (0 for none).
+        global_pool: ``'token'`` (the class token, official) or ``'avg'`` (mean of the patch
+            tokens) or ``''`` (no pooling in ``forward_head``).
+        embed_dim: channels.
+        depth: blocks.
+        num_heads: attention heads.
+        mlp_ratio: SwiGLU width before LLaMA's two-thirds rule and rounding.
+        multiple_of: rounding of the SwiGLU width.
+        qkv_bias: biases in the qkv projections (official: True).
+        norm_eps: RMSNorm eps.
+        rope_theta: RoPE base.
+        drop_rate: dropout after the position embedding and before the head.
+        drop_path_rate: stochastic depth, linearly increasing over the blocks.
+        soft_mask_rate: ``r`` of the soft mask ``r + (1 - r) * tril`` (0 = the causal mask of
+            the released models; 1 = bidirectional). Change it with ``set_soft_mask_rate``.
+        dynamic_img_size: accept any input size (pad to the patch size, resample the position
+            embedding); False requires inputs of exactly ``img_size``.
+    """
+
+    def __init__(
+            self,
+            img_size: int | tuple[int, int] = 224,
+            patch_size: int = 16,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = 'token',
+            embed_dim: int = 768,
+            depth: int = 12,
+            num_heads: int = 12,
+            mlp_ratio: float = 4.,
+            multiple_of: int = 256,
+            qkv_bias: bool = True,
+            norm_eps: float = 1e-6,
+            rope_theta: float = 10000.,
+            drop_rate: float = 0.,
+            drop_path_rate: float = 0.,
+            soft_mask_rate: float = 0.,
+            dynamic_img_size: bool = True,
+    ):
+        super().__init__()
+        if global_pool not in ('token', 'avg', ''):
+            raise ValueError(f"global_pool must be 'token', 'avg' or '', got {global_pool!r}")
+        img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        self.num_classes = num_classes
+        self.global_pool = global_pool
+        self.in_chans = in_chans
+        self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
+        self.num_prefix_tokens = 1  # the class token (stored last in the sequence)
+        self.num_heads = num_heads
+        self.rope_theta = rope_theta
+        self.drop_rate = drop_rate
+        self.dynamic_img_size = dynamic_img_size
+        self.img_size = img_size
+        self.patch_size = patch_size
+        self.grid_size = (img_size[0] // patch_size, img_size[1] // patch_size)
+        self.min_input_size = patch_size
+        self.soft_mask_rate = 0.
+        self.set_soft_mask_rate(soft_mask_rate)
+        self.grad_checkpointing = False
+
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.grid_size[0] * self.grid_size[1] + 1, embed_dim))
+        self.pos_drop = nn.Dropout(drop_rate)
+        dpr = torch.linspace(0, drop_path_rate, depth, device='cpu').tolist()
+        hidden = swiglu_hidden(embed_dim, mlp_ratio, multiple_of)
+        self.blocks = nn.ModuleList([
+            Block(embed_dim, num_heads, hidden, qkv_bias, dpr[i], norm_eps) for i in range(depth)])
+        self.feature_info = [dict(num_chs=embed_dim, reduction=patch_size, module=f'blocks.{i}') for i in range(depth)]
+        self.norm = RMSNorm(embed_dim, norm_eps)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+
+        trunc_normal_(self.pos_embed, std=.02)
+        trunc_normal_(self.cls_token, std=.02)
+        self.apply(self._init_weights)
+
+    def _init_weights(self, m: nn.Module) -> None:
+        # As the official code: truncated normal (std 0.02) for every Linear, zero biases.
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    # ------------------------------------------------------------------ timm interface
+
+    def set_soft_mask_rate(self, rate: float) -> None:
+        """Set ``r`` of the soft mask ``r + (1 - r) * tril`` (the official ``update_soft_mask``)."""
+        rate = float(rate)
+        if not 0. <= rate <= 1.:
+            raise ValueError(f'soft_mask_rate must be in [0, 1], got {rate}')
+        self.soft_mask_rate = rate
+
+    update_soft_mask = set_soft_mask_rate  # the official training scripts' name
+
+    @property
+    def stages(self) -> nn.ModuleList:
+        """The blocks, under the name that hierarchical models (and the mm adapter's users) use."""
+        return self.blocks
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {'pos_embed', 'cls_token'}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        return dict(
+            stem=r'^cls_token|^pos_embed|^patch_embed',
+            blocks=[(r'^blocks\.(\d+)', None), (r'^norm', (99999,))],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        if global_pool is not None:
+            if global_pool not in ('token', 'avg', ''):
+                raise ValueError(f"global_pool must be 'token', 'avg' or '', got {global_pool!r}")
+            self.global_pool = global_pool
+        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+
+    # ------------------------------------------------------------------ forward
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        validate_input(x, in_chans=self.in_chans, min_size=self.min_input_size,
+                       weight_dtype=self.patch_embed.proj.weight.dtype, name='iLLaMA')
+        if not self.dynamic_img_size and tuple(x.shape[-2:]) != self.img_size:
+            raise InputError(f'iLLaMA was built with dynamic_img_size=False for {self.img_size[0]}x'
+                             f'{self.img_size[1]} inputs, got {x.shape[-2]}x{x.shape[-1]}')
+
+    def _pos_embed(self, grid: tuple[int, int]) -> torch.Tensor:
+        if grid == self.grid_size and not _exporting():
+            return self.pos_embed
+        return resample_pos_embed(self.pos_embed, grid, self.grid_size)
+
+    def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int], tuple[torch.Tensor, torch.Tensor]]:
+        """Patch tokens + class token (last) + position embedding, and the RoPE tables."""
+        self._check_input(x)
+        x, _ = pad_to_multiple(x, self.patch_size)
+        x = self.patch_embed(x)
+        grid = (x.shape[-2], x.shape[-1])
+        x = x.flatten(2).transpose(1, 2)
+        x = torch.cat((x, self.cls_token.expand(x.shape[0], -1, -1)), dim=1)
+        x = self.pos_drop(x + self._pos_embed(grid))
+        head_dim = self.embed_dim // self.num_heads
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            # Per-channel tables (each pair's angle twice), built from the traced length only.
+            pos = torch.arange(x.shape[1], device=x.device, dtype=torch.float32)
+            angles = pos[:, None] * rope_frequencies(head_dim, self.rope_theta, x.device).repeat_interleave(2)[None, :]
+            return x, grid, (angles.sin(), angles.cos())
+        return x, grid, rope_1d(x.shape[1], head_dim, self.rope_theta, device=x.device)
+
+    def _block(self, blk: Block, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint(blk, x, rope, self.soft_mask_rate)
+        return blk(x, rope, self.soft_mask_rate)
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: int | list[int] | None = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Forward returning the patch tokens of the selected blocks as maps (class token dropped).
+
+        Args:
+            x: input images.
+            indices: last ``n`` blocks if an int, else the block indices to return.
+            norm: apply the final RMSNorm to each returned map.
+            stop_early: stop after the last selected block.
+            output_fmt: ``'NCHW'`` or ``'NHWC'``.
+            intermediates_only: return only the intermediates.
+
+        Returns:
+            The maps, ``(B, C, ceil(H / 16), ceil(W / 16))`` each (NCHW), and unless
+            ``intermediates_only`` first the output of ``forward_features`` (the normalised
+            token sequence).
+        """
+        if output_fmt not in ('NCHW', 'NHWC'):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        x, (gh, gw), rope = self._embed(x)
+        blocks = self.blocks[:max_index + 1] if stop_early or intermediates_only else self.blocks
+        intermediates = []
+        for i, blk in enumerate(blocks):
+            x = self._block(blk, x, rope)
+            if i in take_indices:
+                y = self.norm(x) if norm else x
+                y = y[:, :-1].reshape(y.shape[0], gh, gw, -1)  # drop the class token (last)
+                intermediates.append(y if output_fmt == 'NHWC' else y.permute(0, 3, 1, 2).contiguous())
+        if intermediates_only:
+            return intermediates
+        return self.norm(x), intermediates
+
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool | None = None,
+                                  prune_head: bool = True) -> list[int]:
+        """Drop the blocks, the head and the final norm that the intermediates do not need.
+
+        ``prune_norm=None`` (default) drops the final norm together with the head: it only
+        feeds the head unless ``forward_intermediates(norm=True)`` is used, and a parameter
+        without gradient breaks distributed training of dense models (mm backbones).
+        """
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        self.blocks = self.blocks[:max_index + 1]
+        if prune_norm or (prune_norm is None and prune_head):
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, '')
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The normalised token sequence ``(B, N + 1, C)``, class token last."""
+        x, _, rope = self._embed(x)
+        for blk in self.blocks:
+            x = self._block(blk, x, rope)
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if self.global_pool == 'token':
+            x = x[:, -1]
+        elif self.global_pool == 'avg':
+            x = x[:, :-1].mean(dim=1)
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def soft_mask_schedule(rate: float, total_iters: int, cutoff_iters: int, schedule: str = 'constant') -> list[float]:
+    """The official soft-mask schedule: ``r`` for the first ``cutoff_iters`` iterations, then 0.
+
+    ``'constant'`` keeps ``rate`` until the cutoff (the official recipes: rate 1.0, cutoff at
+    epoch 50 of 300), ``'linear'`` decays it linearly from ``rate`` to 0 over that span. Call
+    ``model.set_soft_mask_rate(schedule[it])`` at every iteration.
+    """
+    if schedule not in ('constant', 'linear'):
+        raise ValueError(f"schedule must be 'constant' or 'linear', got {schedule!r}")
+    if not 0 <= cutoff_iters <= total_iters:
+        raise ValueError(f'cutoff_iters must be in [0, {total_iters}], got {cutoff_iters}')
+    if schedule == 'constant':
+        early = [float(rate)] * cutoff_iters
+    else:
+        early = torch.linspace(rate, 0, cutoff_iters, dtype=torch.float64).tolist()
+    return early + [0.] * (total_iters - cutoff_iters)
+
+
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: ILLaMA) -> dict[str, torch.Tensor]:
+    """Official checkpoints use our key names; only the position embedding may need resampling.
+
+    A file for another resolution (e.g. the 384 fine-tunes loaded into a 224 model) has its
+    patch rows resampled bicubically to the model's grid, class row kept last.
+    """
+    out = dict(state_dict)
+    pos = out.get('pos_embed')
+    if pos is not None and pos.ndim == 3 and pos.shape != model.pos_embed.shape and pos.shape[-1] == model.pos_embed.shape[-1]:
+        side = math.isqrt(pos.shape[1] - 1)
+        if side * side == pos.shape[1] - 1:
+            out['pos_embed'] = resample_pos_embed(pos, model.grid_size, (side, side))
+    return out
+
+
+def _create_illama(variant: str, pretrained: bool = False, **kwargs: Any) -> ILLaMA:
+    if 'img_size' not in kwargs:
+        # A 384 cfg builds a 384 model, so its checkpoint loads without resampling.
+        cfg = resolve_pretrained_cfg(variant, pretrained_cfg=kwargs.get('pretrained_cfg'),
+                                     pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'))
+        kwargs['img_size'] = cfg.input_size[-2:] if cfg is not None else 224
+    return build_zoo_model(
+        ILLaMA, variant, pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        # features_only returns every block by default (the blocks are the "stages"); pick
+        # e.g. out_indices=(2, 5, 8, 11) for a four-level pyramid.
+        feature_cfg=dict(out_indices=tuple(range(kwargs.get('depth', 12))), feature_cls='getter'),
+        **kwargs,
+    )
+
+
+def _cfg(**kwargs: Any) -> dict[str, Any]:
+    # Official evaluation (datasets.py, main.py): ImageNet mean/std, bicubic, resize 256 and
+    # centre crop 224 (crop_pct 0.875); at 384 the image is warped to 384x384 (no crop).
+    return {
+        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': None,
+        'crop_pct': 0.875, 'interpolation': 'bicubic',
+        'mean': (0.485, 0.456, 0.406), 'std': (0.229, 0.224, 0.225),
+        'first_conv': 'patch_embed.proj', 'classifier': 'head',
+        'license': 'unknown (the official repository has no LICENSE file)',
+        'paper_ids': 'arXiv:2404.06773',
+        'paper_name': 'Adapting LLaMA Decoder to Vision Transformer',
+        'origin_url': 'https://github.com/techmonsterwang/iLLaMA',
+        'hf_hub_id': 'techmonsterwang/iLLaMA',
+        **kwargs,
+    }
+
+
+def _cfg384(**kwargs: Any) -> dict[str, Any]:
+    return _cfg(input_size=(3, 384, 384), crop_pct=1.0, crop_mode='squash', **kwargs)
+
+
+default_cfgs = generate_default_cfgs({
+    'illama_tiny.official_in1k': _cfg(hf_hub_filename='illama-tiny-in1k-75.0.pth'),
+    'illama_small.official_in1k': _cfg(hf_hub_filename='illama-small-in1k-79.9.pth'),
+    'illama_base.official_in1k': _cfg(hf_hub_filename='illama-base-in1k-81.6.pth'),
+    'illama_base.official_in1k_384': _cfg384(hf_hub_filename='illama-base-in1k-384-83.0.pth'),
+    'illama_base.official_in21k_ft_in1k': _cfg(hf_hub_filename='illama-base-in21kin1k-224-83.6.pth'),
+    'illama_base.official_in21k_ft_in1k_384': _cfg384(hf_hub_filename='illama-base-in21kin1k-384-85.0.pth'),
+    'illama_large.official_in21k_ft_in1k': _cfg(hf_hub_filename='illama-large-in21kin1k-224-84.8.pth'),
+    'illama_large.official_in21k_ft_in1k_384': _cfg384(hf_hub_filename='illama-large-in21kin1k-384-86.0.pth'),
+})
+
+
+@register_model
+def illama_tiny(pretrained: bool = False, **kwargs: Any) -> ILLaMA:
+    """iLLaMA-T: 5.7M params, 75.0% top-1."""
+    args = dict(embed_dim=192, depth=12, num_heads=3)
+    return _create_illama('illama_tiny', pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def illama_small(pretrained: bool = False, **kwargs: Any) -> ILLaMA:
+    """iLLaMA-S: 22.0M params, 79.9% top-1."""
+    args = dict(embed_dim=384, depth=12, num_heads=6)
+    return _create_illama('illama_small', pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def illama_base(pretrained: bool = False, **kwargs: Any) -> ILLaMA:
+    """iLLaMA-B: 86.5M params, 81.6% top-1 (83.0 at 384; 85.0 with ImageNet-21K, 384)."""
+    args = dict(embed_dim=768, depth=12, num_heads=12)
+    return _create_illama('illama_base', pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def illama_large(pretrained: bool = False, **kwargs: Any) -> ILLaMA:
+    """iLLaMA-L: 310.5M params, 84.8% top-1 with ImageNet-21K (86.0 at 384)."""
+    args = dict(embed_dim=1024, depth=24, num_heads=16)
+    return _create_illama('illama_large', pretrained, **dict(args, **kwargs))
