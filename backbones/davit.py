@@ -1,0 +1,163 @@
+"""DaViT: Dual Attention Vision Transformers, on top of timm's ``davit_{tiny,small,base}``
+
+Paper: `DaViT: Dual Attention Vision Transformers` - https://arxiv.org/abs/2204.03645
+(Ding et al., ECCV 2022)
+Official code: https://github.com/dingmyu/davit (MIT); weights on HKU SharePoint pages (no
+direct download), mirrored in timm's layout as ``timm/davit_{tiny,small,base}.msft_in1k``.
+
+Four stages (strides 4 to 32); each depth unit is a spatial block (7x7 window attention) and
+a channel block (attention over channels, heads as channel groups), each with a
+depthwise-conv position encoding before attention and before the MLP.
+
+How this module relates to timm. timm's ``DaVit`` and its ``checkpoint_filter_fn`` already
+reproduce the official model (any input size, official files load; the parity fixture
+passes), so nothing is re-implemented: :class:`DaViT` subclasses timm's class, and the
+three official variants are registered again here, deliberately replacing timm's entries
+when ``zoo`` is imported (timm's overwrite warning is silenced for exactly these names).
+What that adds:
+
+- input validation (``zoo.layers.validate_input``: channels, dtype, NaN, at least 32x32);
+- ``forward_intermediates`` with ``NHWC`` output, and ``features_only`` through it;
+- pretrained cfgs ``official_in1k`` with the official evaluation settings (crop 0.9,
+  bicubic: the official ``validate.py`` uses the model's default cfg), pointing at timm's
+  hub copy of the official weights (same values, converted layout) because the official
+  host has no direct download; the official files themselves load with
+  ``pretrained_cfg_overlay=dict(file=...)`` through timm's filter.
+
+timm's other DaViT entries (``davit_large/huge/giant`` without weights, the Florence-2
+towers ``davit_*_fl``) stay timm's. The official dense recipes use all four stages with an
+extra LayerNorm on each output (the mm adapter's ``out_norms``).
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+from timm.models._manipulate import checkpoint
+from timm.models.davit import DaVit as TimmDaVit
+from timm.models.davit import checkpoint_filter_fn
+
+from zoo.builder import build_zoo_model
+from zoo.layers import validate_input
+
+__all__ = ['DaViT', 'checkpoint_filter_fn']
+
+
+class DaViT(TimmDaVit):
+    """timm's DaViT with input validation and ``NHWC`` intermediates.
+
+    Args:
+        **kwargs: timm's ``DaVit`` arguments (``depths``, ``embed_dims``, ``num_heads``,
+            ``window_size``, ``in_chans``, ``num_classes``, ``drop_path_rate``...).
+    """
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.min_input_size = self.feature_info[-1]['reduction']  # one pixel at stride 32
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return set()
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        validate_input(x, in_chans=self.in_chans, min_size=self.min_input_size,
+                       weight_dtype=self.stem.conv.weight.dtype, name='DaViT')
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: int | list[int] | None = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Forward returning the outputs of the selected stages.
+
+        Args:
+            x: input images.
+            indices: last ``n`` stages if an int, else the stage indices to return.
+            norm: apply ``norm_pre`` to the last stage's output (an identity for the
+                official models, whose head norm comes after pooling).
+            stop_early: stop after the last selected stage.
+            output_fmt: ``'NCHW'`` or ``'NHWC'``.
+            intermediates_only: return only the intermediates.
+        """
+        if output_fmt not in ('NCHW', 'NHWC'):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+        self._check_input(x)
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        last = len(self.stages) - 1
+        stages = self.stages[:max_index + 1] if stop_early or intermediates_only else self.stages
+        x = self.stem(x)
+        intermediates = []
+        for i, stage in enumerate(stages):
+            x = checkpoint(stage, x) if self.grad_checkpointing and not torch.jit.is_scripting() else stage(x)
+            if i in take_indices:
+                y = self.norm_pre(x) if norm and i == last else x
+                intermediates.append(y.permute(0, 2, 3, 1) if output_fmt == 'NHWC' else y)
+        if intermediates_only:
+            return intermediates
+        if len(stages) == len(self.stages):
+            x = self.norm_pre(x)
+        return x, intermediates
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        return super().forward_features(x)
+
+
+def _create_davit(variant: str, pretrained: bool = False, **kwargs: Any) -> DaViT:
+    return build_zoo_model(
+        DaViT, variant, pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(out_indices=(0, 1, 2, 3), feature_cls='getter'),
+        **kwargs,
+    )
+
+
+def _cfg(variant: str, **kwargs: Any) -> dict[str, Any]:
+    return {
+        'hf_hub_id': f'timm/{variant}.msft_in1k', 'hf_hub_filename': 'model.safetensors',
+        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
+        'crop_pct': 0.9, 'interpolation': 'bicubic',
+        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'stem.conv', 'classifier': 'head.fc',
+        'license': 'mit', 'paper_ids': 'arXiv:2204.03645',
+        'paper_name': 'DaViT: Dual Attention Vision Transformers',
+        'origin_url': 'https://github.com/dingmyu/davit',
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({
+    'davit_tiny.official_in1k': _cfg('davit_tiny'),
+    'davit_small.official_in1k': _cfg('davit_small'),
+    'davit_base.official_in1k': _cfg('davit_base'),
+})
+
+# These names are timm's: registering them again replaces timm's entries on purpose.
+with warnings.catch_warnings():
+    warnings.filterwarnings('ignore', message=r'Overwriting davit_(tiny|small|base) in registry')
+
+    @register_model
+    def davit_tiny(pretrained: bool = False, **kwargs: Any) -> DaViT:
+        """DaViT-T: 28.36M params, 82.8% top-1."""
+        args = dict(depths=(1, 1, 3, 1), embed_dims=(96, 192, 384, 768), num_heads=(3, 6, 12, 24))
+        return _create_davit('davit_tiny', pretrained, **dict(args, **kwargs))
+
+    @register_model
+    def davit_small(pretrained: bool = False, **kwargs: Any) -> DaViT:
+        """DaViT-S: 49.75M params, 84.2% top-1."""
+        args = dict(depths=(1, 1, 9, 1), embed_dims=(96, 192, 384, 768), num_heads=(3, 6, 12, 24))
+        return _create_davit('davit_small', pretrained, **dict(args, **kwargs))
+
+    @register_model
+    def davit_base(pretrained: bool = False, **kwargs: Any) -> DaViT:
+        """DaViT-B: 87.95M params, 84.6% top-1."""
+        args = dict(depths=(1, 1, 9, 1), embed_dims=(128, 256, 512, 1024), num_heads=(4, 8, 16, 32))
+        return _create_davit('davit_base', pretrained, **dict(args, **kwargs))
