@@ -1,0 +1,220 @@
+"""HaloNet: blocked local self-attention with halos, on top of timm's halo models
+
+Paper: `Scaling Local Self-Attention for Parameter Efficient Visual Backbones` -
+https://arxiv.org/abs/2103.12731 (Vaswani et al., CVPR 2021). The authors released no code
+or weights; timm's ResNet-style hybrids (``halonet26t``, ``sehalonet33ts``, ``halonet50ts``,
+``eca_halonext26ts``: bottleneck ResNets whose later blocks replace the 3x3 conv by halo
+attention) and their weights, trained by timm's author, are the reference here
+(https://github.com/huggingface/pytorch-image-models, Apache-2.0).
+
+Halo attention: the map is cut into ``block x block`` query blocks (8x8); each block
+attends to its block grown by ``halo`` pixels on every side (keys and values zero-padded
+by the halo at the image border), with relative position logits (``height_rel``,
+``width_rel``). A stride-2 block subsamples its queries.
+
+How this module relates to timm. The models are timm's ``ByobNet`` built from timm's own
+configs, not re-implemented; the four names with weights are registered again here,
+deliberately replacing timm's entries when ``zoo`` is imported (timm's overwrite warning is
+silenced for exactly these names). What that adds:
+
+- **any input size**. timm's ``HaloAttn`` needs the feature map divisible by the block size,
+  so its models take only multiples of 256 (8 x stride 32); 224 fails. Here each halo
+  attention layer pads its input at the bottom/right to a multiple of the block size,
+  runs timm's attention, and crops its output back (to ``ceil(n / 2)`` for stride 2). The
+  key/value projections have no bias, so the padded positions have zero keys and values:
+  exactly what the halo padding gives at the border, i.e. the image is treated as
+  extended by the same zeros that already surround it. Divisible inputs are untouched
+  (the outputs at 256 equal timm's). The attention modules keep their class's parameters
+  and names (their class is swapped for a padding subclass after construction), so
+  timm's weights load unchanged.
+- ``features_only``/``forward_intermediates`` over the **four stages** (strides 4-32, the
+  last one after ``final_conv`` as in timm) instead of timm's five taps (timm also returns
+  the stride-2 stem map), so that feature index ``i`` is ``stages[i]`` as in the other
+  families and the mm adapter; ``NHWC`` output.
+- input validation (``zoo.layers.validate_input``: channels, dtype, NaN, at least 32x32).
+
+Pretrained cfgs keep timm's tags (``a1h_in1k``, ``ra2_in1k``, ``c1_in1k``): the weights are
+timm's trainings, not an official release, so they are not labelled ``official_``. Their
+evaluation settings are timm's (256x256, crop 0.94-0.95, bicubic, ImageNet mean/std).
+``halonet_h1`` (the paper's H1, no weights) and the other halo hybrids stay timm's.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers.halo_attn import HaloAttn
+from timm.models import generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+from timm.models._manipulate import checkpoint_seq
+from timm.models.byoanet import model_cfgs
+from timm.models.byobnet import ByobNet, ByoModelCfg
+
+from zoo.builder import build_zoo_model
+from zoo.layers import validate_input
+
+__all__ = ['HaloNet', 'PaddedHaloAttn']
+
+
+class PaddedHaloAttn(HaloAttn):
+    """timm's ``HaloAttn`` on any map size: zero-pad to the block size, attend, crop back.
+
+    Only the bottom/right are padded, so the blocks keep their positions and the padded
+    rows/columns act as more of the halo's zero border. Used by swapping the class of
+    timm's instances (same parameters), see :class:`HaloNet`.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        # Unconditional pad and slice (zero-sized when divisible), so that a traced export
+        # keeps the size arithmetic for every input size.
+        x = F.pad(x, (0, (-w) % self.block_size, 0, (-h) % self.block_size))
+        out = super().forward(x)
+        stride = self.block_stride * (2 if isinstance(self.pool, nn.AvgPool2d) else 1)
+        return out[..., :(h + stride - 1) // stride, :(w + stride - 1) // stride]
+
+
+class HaloNet(ByobNet):
+    """timm's ``ByobNet`` halo models with padded halo attention and four-stage features.
+
+    Args:
+        cfg: timm's model config (``timm.models.byoanet.model_cfgs[name]``).
+        **kwargs: ``ByobNet`` arguments (``in_chans``, ``num_classes``, ``global_pool``,
+            ``drop_rate``, ``drop_path_rate``...).
+    """
+
+    def __init__(self, cfg: ByoModelCfg, **kwargs: Any):
+        super().__init__(cfg, **kwargs)
+        for name, module in self.named_modules():
+            if isinstance(module, HaloAttn):
+                if module.kv.bias is not None:  # padded keys would not be zero
+                    raise ValueError(f'{name}: padding assumes bias-free key/value projections')
+                module.__class__ = PaddedHaloAttn
+        # One entry per stage (timm's list also starts with the stem's stride-2 map).
+        self.feature_info = [dict(f) for f in self.feature_info if f['stage'] > 0]
+        self.min_input_size = self.feature_info[-1]['reduction']
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return set()
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        weight = next(self.stem.parameters())
+        validate_input(x, in_chans=weight.shape[1], min_size=self.min_input_size,
+                       weight_dtype=weight.dtype, name='HaloNet')
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: int | list[int] | None = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Forward returning the outputs of the selected stages (the last after ``final_conv``).
+
+        Args:
+            x: input images.
+            indices: last ``n`` stages if an int, else the stage indices to return.
+            norm: unused (no final norm).
+            stop_early: stop after the last selected stage.
+            output_fmt: ``'NCHW'`` or ``'NHWC'``.
+            intermediates_only: return only the intermediates.
+        """
+        if output_fmt not in ('NCHW', 'NHWC'):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+        self._check_input(x)
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        last = len(self.stages) - 1
+        stages = self.stages[:max_index + 1] if stop_early or intermediates_only else self.stages
+        x = self.stem(x)
+        intermediates = []
+        for i, stage in enumerate(stages):
+            x = checkpoint_seq(stage, x) if self.grad_checkpointing and not torch.jit.is_scripting() else stage(x)
+            if i == last:
+                x = self.final_conv(x)
+            if i in take_indices:
+                intermediates.append(x.permute(0, 2, 3, 1) if output_fmt == 'NHWC' else x)
+        if intermediates_only:
+            return intermediates
+        return x, intermediates
+
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Drop the stages (``final_conv`` and head) that the selected intermediates do not need."""
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        if max_index < len(self.stages) - 1:
+            self.final_conv = nn.Identity()
+            self.num_features = self.feature_info[max_index]['num_chs']
+        self.stages = self.stages[:max_index + 1]
+        if prune_head:
+            self.reset_classifier(0, '')
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        return super().forward_features(x)
+
+
+def _create_halonet(variant: str, pretrained: bool = False, **kwargs: Any) -> HaloNet:
+    return build_zoo_model(
+        HaloNet, variant, pretrained,
+        model_cfg=model_cfgs[variant],
+        feature_cfg=dict(out_indices=(0, 1, 2, 3), feature_cls='getter'),
+        **kwargs,
+    )
+
+
+_RELEASE = 'https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-attn-weights/'
+
+
+def _cfg(file: str, **kwargs: Any) -> dict[str, Any]:
+    return {
+        'url': _RELEASE + file,
+        'num_classes': 1000, 'input_size': (3, 256, 256), 'pool_size': (8, 8),
+        'crop_pct': 0.94, 'interpolation': 'bicubic',
+        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'stem.conv1.conv', 'classifier': 'head.fc',
+        'license': 'apache-2.0', 'paper_ids': 'arXiv:2103.12731',
+        'paper_name': 'Scaling Local Self-Attention for Parameter Efficient Visual Backbones',
+        'origin_url': 'https://github.com/huggingface/pytorch-image-models',
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({
+    'halonet26t.a1h_in1k': _cfg('halonet26t_a1h_256-3083328c.pth', crop_pct=0.95),
+    'sehalonet33ts.ra2_in1k': _cfg('sehalonet33ts_256-87e053f9.pth'),
+    'halonet50ts.a1h_in1k': _cfg('halonet50ts_a1h2_256-f3a3daee.pth'),
+    'eca_halonext26ts.c1_in1k': _cfg('eca_halonext26ts_c_256-06906299.pth'),
+})
+
+# These names are timm's: registering them again replaces timm's entries on purpose.
+with warnings.catch_warnings():
+    warnings.filterwarnings(
+        'ignore', message=r'Overwriting (halonet26t|sehalonet33ts|halonet50ts|eca_halonext26ts) in registry')
+
+    @register_model
+    def halonet26t(pretrained: bool = False, **kwargs: Any) -> HaloNet:
+        """HaloNet with a ResNet26-T body, halo attention in the last two stages: 12.48M params."""
+        return _create_halonet('halonet26t', pretrained, **kwargs)
+
+    @register_model
+    def sehalonet33ts(pretrained: bool = False, **kwargs: Any) -> HaloNet:
+        """HaloNet with a ResNet33-T body, SE in the conv blocks, SiLU: 13.69M params."""
+        return _create_halonet('sehalonet33ts', pretrained, **kwargs)
+
+    @register_model
+    def halonet50ts(pretrained: bool = False, **kwargs: Any) -> HaloNet:
+        """HaloNet with a ResNet50-T body, SiLU, halo attention in the last three stages: 22.73M params."""
+        return _create_halonet('halonet50ts', pretrained, **kwargs)
+
+    @register_model
+    def eca_halonext26ts(pretrained: bool = False, **kwargs: Any) -> HaloNet:
+        """HaloNet with a ResNeXt26-T body, ECA in the conv blocks, SiLU: 10.76M params."""
+        return _create_halonet('eca_halonext26ts', pretrained, **kwargs)
