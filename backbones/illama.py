@@ -41,7 +41,7 @@ from timm.models._manipulate import checkpoint
 
 from zoo.attention import causal_post_softmax_attention
 from zoo.builder import build_zoo_model
-from zoo.layers import InputError, apply_rope, pad_to_multiple, rope_1d, rope_frequencies, validate_input
+from zoo.layers import InputError, apply_rope, pad_to_multiple, rope_1d, validate_input
 
 __all__ = ['ILLaMA', 'soft_mask_schedule']
 
@@ -92,21 +92,6 @@ class SwiGLU(nn.Module):
         return self.fc2(F.silu(self.fc1(x)) * self.fc3(x))
 
 
-def _rotate(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
-    """RoPE on interleaved pairs: ``zoo.layers.apply_rope``, or in a traced graph the same product
-    written as ``x * cos + (x @ R) * sin`` with ``R`` the signed pair swap (exact: one nonzero per
-    column), because the tracer records ``apply_rope``'s pair reshapes with the traced sizes
-    baked in and the dynamic ONNX export then fails at other lengths."""
-    d = x.shape[-1]
-    if not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
-        return apply_rope(x, sin, cos)
-    swap = torch.zeros(d, d, dtype=x.dtype, device=x.device)
-    idx = torch.arange(0, d, 2, device=x.device)
-    swap[idx + 1, idx] = -1.  # out[2j] = -x[2j + 1]
-    swap[idx, idx + 1] = 1.  # out[2j + 1] = x[2j]
-    return x * cos.to(x.dtype) + (x @ swap) * sin.to(x.dtype)  # per-channel tables (see _embed)
-
-
 class CausalAttention(nn.Module):
     """Multi-head self-attention with RoPE on q/k and iLLaMA's post-softmax causal mask.
 
@@ -130,8 +115,8 @@ class CausalAttention(nn.Module):
         B, N, C = x.shape
         q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         # The official rotation runs in float32 whatever the activations' dtype.
-        q = _rotate(q.float(), *rope).type_as(v)
-        k = _rotate(k.float(), *rope).type_as(v)
+        q = apply_rope(q.float(), *rope).type_as(v)
+        k = apply_rope(k.float(), *rope).type_as(v)
         x = causal_post_softmax_attention(q, k, v, soft_rate=soft_rate, scale=self.scale)
         return self.proj(x.transpose(1, 2).reshape(B, N, C))
 
@@ -359,13 +344,7 @@ class ILLaMA(nn.Module):
         x = x.flatten(2).transpose(1, 2)
         x = torch.cat((x, self.cls_token.expand(x.shape[0], -1, -1)), dim=1)
         x = self.pos_drop(x + self._pos_embed(grid))
-        head_dim = self.embed_dim // self.num_heads
-        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-            # Per-channel tables (each pair's angle twice), built from the traced length only.
-            pos = torch.arange(x.shape[1], device=x.device, dtype=torch.float32)
-            angles = pos[:, None] * rope_frequencies(head_dim, self.rope_theta, x.device).repeat_interleave(2)[None, :]
-            return x, grid, (angles.sin(), angles.cos())
-        return x, grid, rope_1d(x.shape[1], head_dim, self.rope_theta, device=x.device)
+        return x, grid, rope_1d(x.shape[1], self.embed_dim // self.num_heads, self.rope_theta, device=x.device)
 
     def _block(self, blk: Block, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         if self.grad_checkpointing and not torch.jit.is_scripting():

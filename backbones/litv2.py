@@ -34,7 +34,6 @@ official code accepts:
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Callable
 
 import torch
@@ -42,12 +41,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, trunc_normal_
 from timm.models import register_model, generate_default_cfgs
-from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 
 from zoo.attention import dense_attention, window_attention
 from zoo.builder import build_zoo_model
-from zoo.layers import DeformConv2dPack, crop_to, pad_to_multiple, validate_input
+from zoo.checkpoint import rename_keys
+from zoo.layers import DeformConv2dPack, crop_to, pad_to_multiple
+from zoo.staged import StagedModel, check_global_pool
 
 __all__ = ['LITv2']
 
@@ -256,7 +256,7 @@ class LitStage(nn.Module):
         return self.blocks(x)
 
 
-class LITv2(nn.Module):
+class LITv2(StagedModel):
     """LITv2 with HiLo attention.
 
     Args:
@@ -280,6 +280,9 @@ class LITv2(nn.Module):
             ``zoo.layers.deform_conv2d`` default: the decomposition on CPU and in ONNX
             export, torchvision's kernel on other devices).
     """
+    stage_layout = 'NHWC'  # the stages pass token grids (B, H, W, C)
+    head_modules = ('norm',)  # the classification LayerNorm only feeds the head
+    group_matcher_stem = r'^patch_embed'
 
     def __init__(
             self,
@@ -300,14 +303,12 @@ class LITv2(nn.Module):
             dcn_impl: str | None = None,
     ):
         super().__init__()
-        if global_pool not in ('avg', ''):
-            raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
         if not (len(depths) == len(num_heads) == len(local_ws)):
             raise ValueError('depths, num_heads and local_ws need one entry per stage')
         num_stages = len(depths)
         dims = [embed_dim * 2 ** i for i in range(num_stages)]
         self.num_classes = num_classes
-        self.global_pool = global_pool
+        self.global_pool = check_global_pool(global_pool)
         self.in_chans = in_chans
         self.num_features = self.head_hidden_size = dims[-1]
         self.drop_rate = drop_rate
@@ -339,100 +340,14 @@ class LITv2(nn.Module):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        return set()
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        return dict(
-            stem=r'^patch_embed',
-            blocks=r'^stages\.(\d+)' if coarse else [
-                (r'^stages\.(\d+)\.downsample', (0,)),
-                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
-                (r'^norm', (99999,)),
-            ],
-        )
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        if global_pool is not None:
-            if global_pool not in ('avg', ''):
-                raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
-            self.global_pool = global_pool
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def _check_input(self, x: torch.Tensor) -> None:
-        validate_input(x, in_chans=self.in_chans, min_size=self.min_input_size,
-                       weight_dtype=self.patch_embed.proj.weight.dtype, name='LITv2')
-
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: int | list[int] | None = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Forward returning the outputs of the selected stages (raw block outputs).
-
-        Args:
-            x: input images.
-            indices: last ``n`` stages if an int, else the stage indices to return.
-            norm: unused: the official dense backbones add their own norms to the outputs
-                (``ZooBackbone(out_norms=...)``); the classification norm belongs to the head.
-            stop_early: stop after the last selected stage.
-            output_fmt: ``'NCHW'`` or ``'NHWC'``.
-            intermediates_only: return only the intermediates.
-        """
-        if output_fmt not in ('NCHW', 'NHWC'):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
-        self._check_input(x)
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        stages = self.stages[:max_index + 1] if stop_early or intermediates_only else self.stages
-        x = self.patch_embed(x)
-        intermediates = []
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take_indices:
-                intermediates.append(x if output_fmt == 'NHWC' else x.permute(0, 3, 1, 2))
-        if intermediates_only:
-            return intermediates
-        return x.permute(0, 3, 1, 2), intermediates
-
-    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> list[int]:
-        """Drop the stages (and head, with its norm) that the selected intermediates do not need."""
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        self.stages = self.stages[:max_index + 1]
-        if prune_norm or prune_head:
-            self.norm = nn.Identity()  # the classification norm only feeds the head
-        if prune_head:
-            self.reset_classifier(0, '')
-        return take_indices
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
-        return self.stages(self.patch_embed(x)).permute(0, 3, 1, 2)
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.patch_embed(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.norm(x.permute(0, 2, 3, 1))  # LayerNorm per token, then pooling (official order)
         x = x.mean(dim=(1, 2)) if self.global_pool == 'avg' else x.permute(0, 3, 1, 2)
         x = self.head_drop(x)
         return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: LITv2) -> dict[str, torch.Tensor]:
@@ -445,12 +360,7 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: LITv2) -> d
         (r'^layers\.(\d+)\.blocks\.', lambda m: f'stages.{m[1]}.blocks.'),
         (r'\.mlp\.dwconv\.dwconv\.', lambda m: '.mlp.dwconv.'),
     ]
-    out = {}
-    for key, value in state_dict.items():
-        for pattern, repl in rules:
-            key = re.sub(pattern, repl, key)
-        out[key] = value
-    return out
+    return rename_keys(state_dict, rules)
 
 
 def _create_litv2(variant: str, pretrained: bool = False, **kwargs: Any) -> LITv2:

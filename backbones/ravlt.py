@@ -30,19 +30,19 @@ Differences from the official code, none of which changes the outputs:
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 from timm.layers import DropPath, LayerNorm2d, LayerScale2d, trunc_normal_
 from timm.models import register_model, generate_default_cfgs
-from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint
 
 from zoo.attention import dense_attention, linear_attention
 from zoo.builder import build_zoo_model
-from zoo.layers import PointwiseConv2d, apply_rope, rope_2d, rope_2d_frequencies, validate_input
+from zoo.checkpoint import rename_keys
+from zoo.layers import PointwiseConv2d, apply_rope, rope_2d, rope_2d_frequencies
+from zoo.staged import StagedModel, check_global_pool
 
 __all__ = ['RAVLT']
 
@@ -222,7 +222,7 @@ class RavltStage(nn.Module):
         return x
 
 
-class RAVLT(nn.Module):
+class RAVLT(StagedModel):
     """Rank-Augmented Vision Linear Transformer.
 
     Args:
@@ -241,6 +241,9 @@ class RAVLT(nn.Module):
         drop_path_rate: stochastic depth, linearly increasing over all blocks.
         channels_last: run on channels-last tensors (faster on CPU); outputs are NCHW either way.
     """
+    head_modules = ('conv_head', 'norm_head')  # the head projection only feeds the classifier
+    group_matcher_stem = r'^stem'
+    group_matcher_last = r'^conv_head|^norm_head'
 
     def __init__(
             self,
@@ -259,15 +262,13 @@ class RAVLT(nn.Module):
             channels_last: bool = True,
     ):
         super().__init__()
-        if global_pool not in ('avg', ''):
-            raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
         num_stages = len(depths)
         if not (len(embed_dims) == len(num_heads) == len(linear_stages) == num_stages):
             raise ValueError('embed_dims, depths, num_heads and linear_stages need one entry per stage')
         if isinstance(layer_scale_init, (int, float)):
             layer_scale_init = (float(layer_scale_init),) * num_stages
         self.num_classes = num_classes
-        self.global_pool = global_pool
+        self.global_pool = check_global_pool(global_pool)
         self.in_chans = in_chans
         self.num_features = self.head_hidden_size = head_hidden_size
         self.drop_rate = drop_rate
@@ -307,94 +308,8 @@ class RAVLT(nn.Module):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        return set()
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        return dict(
-            stem=r'^stem',
-            blocks=r'^stages\.(\d+)' if coarse else [
-                (r'^stages\.(\d+)\.downsample', (0,)),
-                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
-                (r'^conv_head|^norm_head', (99999,)),
-            ],
-        )
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        if global_pool is not None:
-            if global_pool not in ('avg', ''):
-                raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
-            self.global_pool = global_pool
-        self.head = nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
-
-    def _check_input(self, x: torch.Tensor) -> None:
-        validate_input(x, in_chans=self.in_chans, min_size=self.min_input_size,
-                       weight_dtype=self.stem[0].weight.dtype, name='RAVLT')
-
-    def _to_memory_format(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: int | list[int] | None = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Forward returning the outputs of the selected stages.
-
-        Args:
-            x: input images.
-            indices: last ``n`` stages if an int, else the stage indices to return.
-            norm: unused: the model has no per-stage norm (the official dense recipes add a
-                LayerNorm per output: ``out_norms`` of the mm adapter).
-            stop_early: stop after the last selected stage.
-            output_fmt: ``'NCHW'`` or ``'NHWC'``.
-            intermediates_only: return only the intermediates.
-        """
-        if output_fmt not in ('NCHW', 'NHWC'):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
-        self._check_input(x)
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        x = self.stem(self._to_memory_format(x))
-        stages = self.stages[:max_index + 1] if stop_early or intermediates_only else self.stages
-        intermediates = []
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take_indices:
-                intermediates.append(x.permute(0, 2, 3, 1) if output_fmt == 'NHWC' else x)
-        if intermediates_only:
-            return intermediates
-        return x, intermediates
-
-    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> list[int]:
-        """Drop the stages (and the head projection and classifier) that the intermediates do not need."""
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        self.stages = self.stages[:max_index + 1]
-        if prune_head:
-            self.conv_head = nn.Identity()
-            self.norm_head = nn.Identity()
-            self.reset_classifier(0, '')
-        return take_indices
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
-        return self.stages(self.stem(self._to_memory_format(x)))
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stem(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.act_head(self.norm_head(self.conv_head(x)))
@@ -406,9 +321,6 @@ class RAVLT(nn.Module):
         if x.ndim == 4:  # no pooling: classify every position
             return self.head(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         return self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: RAVLT) -> dict[str, torch.Tensor]:
@@ -432,13 +344,13 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: RAVLT) -> d
         (r'^proj\.', lambda m: 'conv_head.'),
         (r'^norm\.', lambda m: 'norm_head.'),
     ]
-    out = {}
-    for key, value in state_dict.items():
-        for pattern, repl in rules:
-            key = re.sub(pattern, repl, key)
-        if key.endswith(('.ls1.gamma', '.ls2.gamma')) or (key == 'head.weight' and value.ndim == 4):
-            value = value.flatten(1) if key == 'head.weight' else value.flatten()
-        out[key] = value
+    out = rename_keys(state_dict, rules)
+    for key, value in out.items():
+        # layer scales are stored (C, 1, 1) and the classifier as a 1x1 conv
+        if key.endswith(('.ls1.gamma', '.ls2.gamma')):
+            out[key] = value.flatten()
+        elif key == 'head.weight' and value.ndim == 4:
+            out[key] = value.flatten(1)
     return out
 
 

@@ -19,18 +19,17 @@ Differences from the official code, none of which changes the outputs:
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 from timm.layers import DropPath, LayerNorm2d, LayerScale2d, trunc_normal_
 from timm.models import register_model, generate_default_cfgs
-from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 
 from zoo.builder import build_zoo_model
-from zoo.layers import validate_input
+from zoo.checkpoint import rename_keys
+from zoo.staged import StagedModel, check_global_pool
 
 __all__ = ['VAN']
 
@@ -183,7 +182,7 @@ class VanStage(nn.Module):
         return self.norm(x)
 
 
-class VAN(nn.Module):
+class VAN(StagedModel):
     """Visual Attention Network.
 
     Args:
@@ -203,6 +202,7 @@ class VAN(nn.Module):
             depthwise and dilated depthwise convs of LKA: see the model card); the outputs are
             the same NCHW tensors either way.
     """
+    group_matcher_last = r'^stages\.(\d+)\.norm'
 
     def __init__(
             self,
@@ -220,12 +220,10 @@ class VAN(nn.Module):
             channels_last: bool = True,
     ):
         super().__init__()
-        if global_pool not in ('avg', ''):
-            raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
         if not (len(embed_dims) == len(depths) == len(mlp_ratios)):
             raise ValueError('embed_dims, depths and mlp_ratios need one entry per stage')
         self.num_classes = num_classes
-        self.global_pool = global_pool
+        self.global_pool = check_global_pool(global_pool)
         self.in_chans = in_chans
         self.num_features = self.head_hidden_size = embed_dims[-1]
         self.drop_rate = drop_rate
@@ -261,101 +259,11 @@ class VAN(nn.Module):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        return set()
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        return dict(
-            stem=r'^stages\.0\.downsample',
-            blocks=r'^stages\.(\d+)' if coarse else [
-                (r'^stages\.(\d+)\.downsample', (0,)),
-                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
-                (r'^stages\.(\d+)\.norm', (99999,)),
-            ],
-        )
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        if global_pool is not None:
-            if global_pool not in ('avg', ''):
-                raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
-            self.global_pool = global_pool
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def _check_input(self, x: torch.Tensor) -> None:
-        validate_input(x, in_chans=self.in_chans, min_size=self.min_input_size,
-                       weight_dtype=self.stages[0].downsample.proj.weight.dtype, name='VAN')
-
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: int | list[int] | None = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Forward returning the outputs of the selected stages (after their LayerNorms).
-
-        Args:
-            x: input images.
-            indices: last ``n`` stages if an int, else the stage indices to return.
-            norm: unused: every stage output is already normalised (as in the official
-                dense backbones).
-            stop_early: stop after the last selected stage.
-            output_fmt: ``'NCHW'`` or ``'NHWC'``.
-            intermediates_only: return only the intermediates.
-        """
-        if output_fmt not in ('NCHW', 'NHWC'):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
-        self._check_input(x)
-        x = self._to_memory_format(x)
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        stages = self.stages[:max_index + 1] if stop_early or intermediates_only else self.stages
-        intermediates = []
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take_indices:
-                intermediates.append(x.permute(0, 2, 3, 1) if output_fmt == 'NHWC' else x)
-        if intermediates_only:
-            return intermediates
-        return x, intermediates
-
-    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> list[int]:
-        """Drop the stages (and head) that the selected intermediates do not need."""
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        self.stages = self.stages[:max_index + 1]
-        if prune_head:
-            self.reset_classifier(0, '')
-        return take_indices
-
-    def _to_memory_format(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
-        return self.stages(self._to_memory_format(x))
-
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.global_pool == 'avg':
             x = x.mean(dim=(2, 3))
         x = self.head_drop(x)
         return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: VAN) -> dict[str, torch.Tensor]:
@@ -371,12 +279,7 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: VAN) -> dic
         (r'\.layer_scale_2$', lambda m: '.ls2.gamma'),
         (r'\.mlp\.dwconv\.dwconv\.', lambda m: '.mlp.dwconv.'),
     ]
-    out = {}
-    for key, value in state_dict.items():
-        for pattern, repl in rules:
-            key = re.sub(pattern, repl, key)
-        out[key] = value
-    return out
+    return rename_keys(state_dict, rules)
 
 
 def _create_van(variant: str, pretrained: bool = False, **kwargs: Any) -> VAN:

@@ -15,7 +15,7 @@ import torch
 
 import zoo.builder
 from zoo.checkpoint import (
-    CheckpointError, check_state_dict, load_checkpoint_file, load_state_dict, save_safetensors,
+    CheckpointError, check_state_dict, load_checkpoint_file, load_state_dict, rename_keys, save_safetensors,
     strip_prefixes, unwrap_state_dict,
 )
 
@@ -119,6 +119,20 @@ def test_strip_prefixes_only_when_all_keys_have_them():
     assert set(strip_prefixes(sd)) == {'x', 'y'}
     mixed = {'backbone.x': torch.ones(1), 'neck.y': torch.ones(1)}
     assert strip_prefixes(mixed) == mixed
+
+
+def test_rename_keys_applies_rules_in_order_and_refuses_merges():
+    sd = {'layers.0.blocks.1.w': torch.zeros(1), 'layers.1.downsample.w': torch.ones(2), 'head.b': torch.ones(3)}
+    rules = [
+        (r'^layers\.(\d+)\.downsample\.', lambda m: f'stages.{int(m[1]) + 1}.downsample.'),
+        (r'^layers\.', 'stages.'),
+        (r'\.blocks\.(\d+)\.', r'.blocks.\1.inner.'),
+    ]
+    out = rename_keys(sd, rules)
+    assert list(out) == ['stages.0.blocks.1.inner.w', 'stages.2.downsample.w', 'head.b']
+    assert out['stages.2.downsample.w'] is sd['layers.1.downsample.w']  # no copies
+    with pytest.raises(CheckpointError, match="two checkpoint keys onto 'x'"):
+        rename_keys({'a': torch.zeros(1), 'b': torch.zeros(1)}, [(r'^[ab]$', 'x')])
 
 
 def test_check_state_dict_names_what_is_wrong():

@@ -46,6 +46,11 @@ def test_out_indices_and_out_norms(name):
     assert torch.allclose(outs[1], normed.permute(0, 3, 1, 2), atol=1e-4)
     # stages after the last output are pruned away
     assert len(ZooBackbone(name, out_indices=(0, 1)).model.stages) == 2
+    # the eps of the official recipes' norms (DaViT: nn.LayerNorm's 1e-5)
+    scaled = ref[last] * 1e-3  # small activations make the eps visible
+    eps5 = ZooBackbone(name, out_indices=(last,), out_norms=True, out_norm_eps=1e-5).out_norms[0]
+    expected = torch.nn.functional.layer_norm(scaled.permute(0, 2, 3, 1), scaled.shape[1:2], eps=1e-5)
+    assert torch.allclose(eps5(scaled), expected.permute(0, 3, 1, 2), atol=1e-5)
 
 
 @pytest.mark.parametrize('name', BACKBONES)

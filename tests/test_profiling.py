@@ -93,6 +93,16 @@ def test_flops_of_timm_model_match_on_meta() -> None:
     assert sum(counted.by_module.values()) == counted.macs
 
 
+def test_flops_of_zoo_model_match_on_meta() -> None:
+    # Zoo models validate their input (finite values): a meta tensor has none to check.
+    import zoo  # noqa: F401
+    model = timm.create_model('van_b0')
+    with torch.device('meta'):
+        meta_model = timm.create_model('van_b0')
+    shape = (1, 3, 64, 96)
+    assert count_flops(meta_model, shape).macs == count_flops(model, shape).macs > 0
+
+
 def test_params_on_meta_equal_cpu() -> None:
     expected = sum(p.numel() for p in timm.create_model('resnet18').parameters())
     assert count_params('resnet18') == expected == 11_689_512

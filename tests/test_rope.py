@@ -94,3 +94,25 @@ def test_rope_2d_rotation_is_complex_rope_of_row_and_column() -> None:
     pair_freq = angle[0::2].double()
     angles = torch.cat((ys.reshape(-1, 1) * pair_freq, xs.reshape(-1, 1) * pair_freq), dim=-1)
     torch.testing.assert_close(apply_rope(x, sin.double(), cos.double()), complex_rope(x, angles))
+
+
+def test_apply_rope_onnx_export_keeps_the_sequence_length_dynamic(tmp_path) -> None:
+    # Regression: repeat_interleave of the per-pair tables baked the traced length into the
+    # exported graph, so a dynamic-length export failed at every other length.
+    import numpy as np
+    import onnxruntime as ort
+
+    class Rotate(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            sin, cos = rope_1d(x.shape[2], x.shape[-1])
+            return apply_rope(x, sin, cos)
+
+    path = tmp_path / 'rope.onnx'
+    torch.onnx.export(Rotate(), (torch.randn(1, 2, 10, 16),), str(path), dynamo=False, opset_version=18,
+                      input_names=['x'], dynamic_axes={'x': {0: 'batch', 2: 'length'}})
+    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    for length in (10, 17):
+        x = torch.randn(2, 2, length, 16)
+        angles = torch.arange(length, dtype=torch.float32)[:, None] * rope_frequencies(16)[None, :]
+        expected = complex_rope(x, angles)
+        np.testing.assert_allclose(session.run(None, {'x': x.numpy()})[0], expected.numpy(), atol=1e-5)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import re
 import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -28,7 +29,7 @@ import torch.nn as nn
 __all__ = [
     'CheckpointError', 'load_checkpoint_file', 'load_state_dict', 'unwrap_state_dict',
     'strip_prefixes', 'check_state_dict', 'save_safetensors', 'register_safe_globals',
-    'safe_globals', 'STATE_DICT_KEYS',
+    'safe_globals', 'rename_keys', 'STATE_DICT_KEYS',
 ]
 
 # Keys under which official files keep their weights, in the order tried by default.
@@ -209,6 +210,27 @@ def strip_prefixes(state_dict: Mapping[str, torch.Tensor],
     for prefix in prefixes:
         if out and all(k.startswith(prefix) for k in out):
             out = {k[len(prefix):]: v for k, v in out.items()}
+    return out
+
+
+KeyRule = tuple[str, 'str | Callable[[re.Match[str]], str]']
+
+
+def rename_keys(state_dict: Mapping[str, torch.Tensor], rules: Iterable[KeyRule]) -> dict[str, torch.Tensor]:
+    """Rename every key by applying the ``(pattern, replacement)`` rules in order (``re.sub``).
+
+    Two keys that end up with the same name raise: a rule set that merges keys would lose
+    weights silently.
+    """
+    rules = [(re.compile(pattern), repl) for pattern, repl in rules]
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        new_key = key
+        for pattern, repl in rules:
+            new_key = pattern.sub(repl, new_key)
+        if new_key in out:
+            raise CheckpointError(f'key renaming maps two checkpoint keys onto {new_key!r} (one of them: {key!r})')
+        out[new_key] = value
     return out
 
 

@@ -26,6 +26,7 @@ model = dict(
         arch='tiny',
         out_indices=(0, 1, 2, 3),
         out_norms=True,
+        out_norm_eps=1e-5,  # the official dense backbone's LayerNorms
         drop_path_rate=0.3,
         init_cfg=dict(
             type='Pretrained',

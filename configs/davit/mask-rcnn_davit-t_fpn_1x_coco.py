@@ -14,6 +14,7 @@ _base_ = [
     'mmdet::_base_/datasets/coco_instance.py',
     'mmdet::_base_/schedules/schedule_1x.py',
     'mmdet::_base_/default_runtime.py',
+    '../_base_/pipelines/detr_multiscale_aug.py',
 ]
 custom_imports = dict(imports=['zoo.mm'], allow_failed_imports=False)
 
@@ -24,24 +25,18 @@ model = dict(
         arch='tiny',
         out_indices=(0, 1, 2, 3),
         out_norms=True,
+        out_norm_eps=1e-5,  # the official dense backbone's LayerNorms
         drop_path_rate=0.1,
         init_cfg=dict(
             type='Pretrained',
             checkpoint='https://huggingface.co/timm/davit_tiny.msft_in1k/resolve/main/model.safetensors')),
     neck=dict(in_channels=[96, 192, 384, 768]))
 
-_scales = [(1333, 480), (1333, 512), (1333, 544), (1333, 576), (1333, 608), (1333, 640),
-           (1333, 672), (1333, 704), (1333, 736), (1333, 768), (1333, 800)]
 train_pipeline = [
     dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='RandomFlip', prob=0.5),
-    dict(type='RandomChoice', transforms=[
-        [dict(type='RandomChoiceResize', scales=_scales, keep_ratio=True)],
-        [dict(type='RandomChoiceResize', scales=[(1333, 400), (1333, 500), (1333, 600)], keep_ratio=True),
-         dict(type='RandomCrop', crop_type='absolute_range', crop_size=(384, 600), allow_negative_crop=True),
-         dict(type='RandomChoiceResize', scales=_scales, keep_ratio=True)],
-    ]),
+    {{_base_.detr_multiscale_aug}},
     dict(type='PackDetInputs'),
 ]
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))

@@ -69,7 +69,8 @@ def validate_input(
         raise InputError(
             f'{name} needs inputs of at least {min_h}x{min_w} pixels, got {h}x{w}. '
             'Resize or pad the images.')
-    if (not _tracing() and os.environ.get('ZOO_CHECK_FINITE', '1') != '0'
+    # (a 'meta' tensor has no values: FLOP counting on the meta device skips this check)
+    if (not _tracing() and x.device.type != 'meta' and os.environ.get('ZOO_CHECK_FINITE', '1') != '0'
             and not bool(torch.isfinite(x).all())):
         raise InputError(
             f'{name} got an input with NaN or infinite values; they would spread to the whole output. '

@@ -43,7 +43,9 @@ def apply_rope(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.T
     if sin.shape != cos.shape:
         raise ValueError(f'apply_rope: sin {tuple(sin.shape)} and cos {tuple(cos.shape)} differ')
     if sin.shape[-1] == d // 2:  # one angle per pair: give both channels of a pair the same entry
-        sin, cos = sin.repeat_interleave(2, dim=-1), cos.repeat_interleave(2, dim=-1)
+        # (stack + flatten rather than repeat_interleave, whose ONNX export bakes in the
+        # traced sequence length)
+        sin, cos = torch.stack((sin, sin), dim=-1).flatten(-2), torch.stack((cos, cos), dim=-1).flatten(-2)
     elif sin.shape[-1] != d:
         raise ValueError(f'apply_rope: sin/cos must have {d // 2} or {d} entries in the last dim, got {sin.shape[-1]}')
     # x * cos + rotate_every_two(x) * sin with rotate_every_two(x) = (-x1, x0, -x3, x2, ...): on

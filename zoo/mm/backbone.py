@@ -48,6 +48,7 @@ class ZooBackbone(BaseModule):
         norm_eval: keep every BatchNorm in eval mode during training (frozen statistics).
         out_norms: extra LayerNorm2d per returned output, as the official dense recipes of
             some families add (``True`` for all outputs, or one bool per output).
+        out_norm_eps: eps of those norms (official recipes differ: DaViT's use 1e-5).
         drop_path_rate: stochastic depth of the backbone.
         with_cp: gradient checkpointing (saves memory, costs a second forward).
         model_kwargs: further arguments of the model (family-specific, e.g. window sizes).
@@ -62,6 +63,7 @@ class ZooBackbone(BaseModule):
             frozen_stages: int = -1,
             norm_eval: bool = False,
             out_norms: bool | Sequence[bool] = False,
+            out_norm_eps: float = 1e-6,
             drop_path_rate: float = 0.,
             with_cp: bool = False,
             model_kwargs: dict[str, Any] | None = None,
@@ -98,7 +100,7 @@ class ZooBackbone(BaseModule):
         if len(out_norms) != len(self.out_indices):
             raise ValueError('out_norms needs one entry per out_indices entry')
         self.out_norms = nn.ModuleList([
-            LayerNorm2d(c) if use else nn.Identity() for c, use in zip(self.feature_channels, out_norms)])
+            LayerNorm2d(c, eps=out_norm_eps) if use else nn.Identity() for c, use in zip(self.feature_channels, out_norms)])
         self._freeze_stages()
 
     def _frozen_parameter_names(self) -> set[str]:
