@@ -52,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import timm  # noqa: E402
 import torch  # noqa: E402
+from timm.utils import reparameterize_model  # noqa: E402
 
 from zoo.profiling import (Stat, achieved_efficiency, attention_backend, count_flops, count_params,  # noqa: E402
                            kernels_used, machine_info, matmul_peak_gflops, measure_speed, optional_module,
@@ -81,6 +82,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--threads', type=int, help='intra-op threads (default: torch default)')
     parser.add_argument('--json', type=Path, metavar='OUT', help='merge the results into this JSON file')
     parser.add_argument('--quick', action='store_true', help='tiny batch and few repeats (smoke tests)')
+    parser.add_argument('--reparam', action='store_true',
+                        help='fuse each model for inference first (timm.utils.reparameterize_model: '
+                             'e.g. BatchNorms and layer scales folded into convs); results are stored as '
+                             'MODEL[reparam]')
     parser.add_argument('--set', nargs='+', default=[], metavar='KEY=VALUE',
                         help='model arguments (Python literals), e.g. channels_last=False; results are '
                              'stored as MODEL[KEY=VALUE]')
@@ -149,6 +154,8 @@ def bench_model(name: str, args: argparse.Namespace, backends: list[str | None],
                               'efficiency_peak_gflops': peak_gflops}
     try:
         model = timm.create_model(name, pretrained=False, **args.model_kwargs).eval()
+        if args.reparam:
+            model = reparameterize_model(model, inplace=True)
     except Exception as err:  # one broken model must not stop an --all run
         result['errors']['build'] = _error(err)
         return result
@@ -211,7 +218,7 @@ def bench_model(name: str, args: argparse.Namespace, backends: list[str | None],
             try:
                 mem = peak_memory(name, (1, channels, size, size), features_only=True, threads=args.threads,
                                   create_kwargs=args.model_kwargs,
-                                  backend=backend, warmup=1, repeats=1 if args.quick else 3)
+                                  backend=backend, reparam=args.reparam, warmup=1, repeats=1 if args.quick else 3)
             except Exception as err:
                 result['errors'][f'dense_memory/{label}/{size}'] = _error(err)
                 continue
@@ -317,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
                                        'argv': sys.argv[1:] if argv is None else argv, 'models': names})
 
     results: dict[str, dict[str, Any]] = {}
-    suffix = f'[{",".join(args.set)}]' if args.set else ''
+    tags = [*args.set, *(['reparam'] if args.reparam else [])]
+    suffix = f'[{",".join(tags)}]' if tags else ''
     for name in names:
         key = name + suffix
         print(f'{key} ...', flush=True)

@@ -421,7 +421,7 @@ def machine_info() -> dict[str, Any]:
 def peak_memory(model: str, input_size: Sequence[int], *,
                 features_only: bool = True, create_kwargs: dict[str, Any] | None = None,
                 warmup: int = 1, repeats: int = 3, threads: int | None = None,
-                backend: str | None = None, timeout: float | None = None) -> MemoryResult:
+                backend: str | None = None, reparam: bool = False, timeout: float | None = None) -> MemoryResult:
     """Peak memory of a forward pass, measured in a fresh Python process.
 
     What is measured: the child builds the model, runs ``warmup`` forwards, then for each
@@ -451,11 +451,12 @@ def peak_memory(model: str, input_size: Sequence[int], *,
         repeats: measured forwards, one sample each.
         threads: intra-op threads in the child (None: torch's default).
         backend: zoo attention backend to run under (None: the default).
+        reparam: fuse the model for inference first (``timm.utils.reparameterize_model``).
         timeout: seconds before the child is killed.
     """
     job = {'model': model, 'input_size': tuple(input_size), 'features_only': features_only,
            'create_kwargs': create_kwargs or {}, 'warmup': warmup, 'repeats': repeats,
-           'threads': threads, 'backend': backend}
+           'threads': threads, 'backend': backend, 'reparam': reparam}
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536')
     # Let the child import this package even when it is not installed.
     root = str(Path(__file__).resolve().parents[1])
@@ -506,6 +507,9 @@ def _memory_child() -> None:
     else:
         model = _create(job['model'], features_only=job['features_only'], **job['create_kwargs'])
     model.eval()
+    if job.get('reparam'):
+        from timm.utils import reparameterize_model
+        model = reparameterize_model(model, inplace=True)
     x = torch.randn(*job['input_size'])
     notes = []
     reset = _can_reset_peak()
