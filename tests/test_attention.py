@@ -924,3 +924,16 @@ def test_int32_region_index_is_accepted() -> None:
     torch.testing.assert_close(
         za.routed_attention(q, k, v, region_index.int()), za.routed_attention(q, k, v, region_index)
     )
+
+
+def test_low_rank_bias_keeps_the_fused_cpu_kernel() -> None:
+    # A (heads, N, M) bias broadcasts like (1, heads, N, M), but SDPA's fused CPU kernel takes
+    # only masks of q's rank; the SDPA backend adds the leading dims itself.
+    from zoo.profiling import kernels_used
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 49, 32) for _ in range(3))
+    bias = torch.randn(4, 49, 49)
+    ran = kernels_used(lambda x: za.dense_attention(x, k, v, attn_bias=bias), q)
+    assert 'aten::_scaled_dot_product_flash_attention_for_cpu' in ran, ran
+    expected = za.dense_attention(q, k, v, attn_bias=bias, backend='reference')
+    torch.testing.assert_close(za.dense_attention(q, k, v, attn_bias=bias), expected, rtol=1e-5, atol=1e-5)

@@ -61,6 +61,22 @@ def test_fixed_size_model_falls_back(tmp_path: Path) -> None:
     assert check_onnx(model, info.path, torch.randn(2, *shape[1:]))['logits'] <= TOL
 
 
+def test_size_dependent_model_exports_its_size(tmp_path: Path) -> None:
+    # A path chosen from the size (here: halve the map only when it is larger than 8) that the
+    # single verification shape would not catch: the model says so, and H/W stay static.
+    class SizeDependent(nn.Module):
+        onnx_size_dependent = 'halves maps larger than 8 pixels'
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x[..., ::2, ::2] * 2 if x.shape[-1] > 8 else x
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), SizeDependent()).eval()
+    info = export_onnx(model, tmp_path / 'sd.onnx', input_size=(1, 3, 16, 16))
+    assert info.dynamic_axes == ['batch']
+    assert any('SizeDependent: halves maps' in note for note in info.notes)
+    assert max(check_onnx(model, info.path, torch.randn(3, 3, 16, 16)).values()) <= TOL
+
+
 def test_static_export_by_name(tmp_path: Path) -> None:
     info = export_onnx('resnet18', tmp_path / 'static.onnx', input_size=(1, 3, 64, 64), dynamic=False,
                        features_only=True)

@@ -13,7 +13,7 @@ from torch.nn.modules.batchnorm import _BatchNorm  # noqa: E402
 
 from zoo.checkpoint import CheckpointError  # noqa: E402
 from zoo.mm import FAMILY_ALIASES, ZooBackbone  # noqa: E402
-from zoo.registry import list_models  # noqa: E402
+from zoo.registry import family_of, list_models  # noqa: E402
 from zoo_testutils import SMALLEST, parity_checkpoint, parity_fixture_names  # noqa: E402
 
 BACKBONES = sorted(n for n in SMALLEST)
@@ -142,6 +142,10 @@ def test_family_aliases_build_in_mmdet_and_mmseg_scopes(alias):
         assert backbone.out_indices == (1, 2)
     with pytest.raises(ValueError, match='has no arch'):
         MODELS.build(dict(type=alias, arch='nope'))
+    # an arch of another family is refused (HaloNet's archs are full model names)
+    other = next(n for n in list_models() if family_of(n) != family_of(prefix + default))
+    with pytest.raises(ValueError, match='has no arch'):
+        MODELS.build(dict(type=alias, arch=other.removeprefix(prefix)))
 
 
 def test_bad_arguments():

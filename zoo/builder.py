@@ -11,6 +11,7 @@ with the keys named.
 from __future__ import annotations
 
 import dataclasses
+from urllib.parse import urlparse
 
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,9 @@ from timm.models import build_model_with_cfg, resolve_pretrained_cfg
 from .checkpoint import CheckpointError, check_state_dict, load_state_dict
 
 __all__ = ['build_zoo_model', 'resolve_weights_file', 'download_url', 'download_hf']
+
+# Hosts whose share links open a web page (sign-in, virus-scan or captcha pages), never the file.
+MANUAL_DOWNLOAD_HOSTS = ('drive.google.com', 'pan.baidu.com')
 
 
 def download_url(url: str) -> str:
@@ -54,6 +58,9 @@ def resolve_weights_file(variant: str, cfg: dict[str, Any]) -> str:
     """
     if cfg.get('file'):
         return str(cfg['file'])
+    host = urlparse(cfg.get('url') or '').hostname
+    if host in MANUAL_DOWNLOAD_HOSTS and not cfg.get('hf_hub_id'):  # a web page: downloading gives HTML
+        raise _manual_download_error(variant, cfg, f'{variant} has no direct download: its weights are on {host}.')
     try:
         if cfg.get('hf_hub_id') and cfg.get('hf_hub_filename'):
             return download_hf(cfg['hf_hub_id'], cfg['hf_hub_filename'])

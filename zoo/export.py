@@ -16,7 +16,9 @@ A tracer's weak point is that Python control flow on shapes is frozen at the tra
 which could silently give wrong numbers at another size. So a dynamic export is never
 trusted as is: :func:`export_onnx` runs the ONNX model at a second shape (every dynamic
 axis changed) against PyTorch and, if it fails or disagrees, re-exports with fewer dynamic
-axes (batch only, then fully static) and says so in :attr:`ExportInfo.notes`.
+axes (batch only, then fully static) and says so in :attr:`ExportInfo.notes`. Models that
+know their graph depends on the size (a module's ``onnx_size_dependent`` reason) are exported
+with static height/width from the start.
 
 Warnings raised while exporting (the tracer's ``DeprecationWarning``, ``TracerWarning``)
 are recorded in :attr:`ExportInfo.warnings` instead of being emitted, so a test run with
@@ -190,6 +192,21 @@ def _export_once(model: nn.Module, path: Path, x: torch.Tensor, output_names: li
                               for w in caught))
 
 
+def _size_dependent_reason(model: nn.Module) -> str | None:
+    """Why the model's graph depends on the input size, if one of its modules says so.
+
+    A module whose forward takes different paths for different input sizes (Python control
+    flow that a traced graph freezes) sets the class attribute ``onnx_size_dependent`` to the
+    reason; a dynamic height/width export of it would be wrong at some sizes without any
+    error, and checking one second shape need not notice.
+    """
+    for module in model.modules():
+        reason = getattr(module, 'onnx_size_dependent', None)
+        if reason:
+            return f'{type(module).__name__}: {reason}'
+    return None
+
+
 def export_onnx(model: nn.Module | str, path: str | Path, *, input_size: Sequence[int] = (1, 3, 224, 224),
                 opset: int = 18, dynamic: bool = True, features_only: bool = False, dynamo: bool = False,
                 create_kwargs: dict[str, Any] | None = None) -> ExportInfo:
@@ -228,6 +245,10 @@ def export_onnx(model: nn.Module | str, path: str | Path, *, input_size: Sequenc
     info = ExportInfo(str(path), opset, dynamo, 'input', output_names, shape, [])
 
     candidates = [['batch', 'height', 'width'], ['batch'], []] if dynamic else [[]]
+    size_dependent = _size_dependent_reason(model)
+    if dynamic and size_dependent:
+        candidates = candidates[1:]
+        info.notes.append(f'height/width kept static: {size_dependent}')
     start = time.perf_counter()
     for axes in candidates:
         x_shape = list(shape)

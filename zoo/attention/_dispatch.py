@@ -103,6 +103,14 @@ def _check_op(op: str) -> str:
 
 def _select(op: str, backend: str | None) -> str:
     """The one selection rule shared by every op (see the module docstring)."""
+    return select_backend(op, backend, _IMPLEMENTATIONS[op], _DEFAULTS[op])
+
+
+def select_backend(op: str, backend: str | None, implemented: Sequence[str], default: str) -> str:
+    """The selection rule, for ``op`` implemented by the backends ``implemented``: the first
+    setting given of the ``backend=`` argument, ``use_backend()`` and the environment variable
+    decides (its first name that implements the op; none of them is an error), else
+    ``default``. Ops defined in their own modules (halo, post-softmax mask) use it too."""
     settings = (
         ('the backend= argument', backend),
         ('use_backend()', _SCOPED.get()),
@@ -113,13 +121,13 @@ def _select(op: str, backend: str | None) -> str:
             continue
         names = setting if isinstance(setting, tuple) else _parse(setting, source)
         for name in names:
-            if name in _IMPLEMENTATIONS[op]:
+            if name in implemented:
                 return name
         raise BackendNotSupported(
             f'{op} is not implemented by backend {_quoted(names)} (from {source}); '
-            f'the backends that implement it: {_quoted(_IMPLEMENTATIONS[op])}'
+            f'the backends that implement it: {_quoted(implemented)}'
         )
-    return _DEFAULTS[op]
+    return default
 
 
 @contextlib.contextmanager

@@ -31,7 +31,6 @@ Backends (chosen by the same rule as every op of ``zoo.attention``: ``backend=``
 """
 from __future__ import annotations
 
-import os
 
 import torch
 import torch.nn.functional as F
@@ -158,24 +157,7 @@ def _sdpa(q: Tensor, k: Tensor, v: Tensor, scale: float, soft_rate: float) -> Te
 
 
 def _select(backend: str | None) -> str:
-    # The selection rule of every zoo.attention op (see zoo.attention._dispatch), for this op's
-    # two backends.
-    settings = (
-        ('the backend= argument', backend),
-        ('use_backend()', _dispatch._SCOPED.get()),
-        (f'${_dispatch.ENV_VAR}', os.environ.get(_dispatch.ENV_VAR, '').strip() or None),
-    )
-    for source, setting in settings:
-        if setting is None:
-            continue
-        names = setting if isinstance(setting, tuple) else _dispatch._parse(setting, source)
-        for name in names:
-            if name in _IMPLEMENTED:
-                return name
-        raise _dispatch.BackendNotSupported(
-            f'{_OP} is not implemented by backend {_dispatch._quoted(names)} (from {source}); '
-            f'the backends that implement it: {_dispatch._quoted(_IMPLEMENTED)}')
-    return 'sdpa'
+    return _dispatch.select_backend(_OP, backend, _IMPLEMENTED, default='sdpa')
 
 
 def causal_post_softmax_attention(

@@ -40,6 +40,10 @@ def dense_attention(
         mask = attn_bias
     else:
         mask = torch.where(allowed, attn_bias, float('-inf'))
+    while mask is not None and mask.ndim < q.ndim:
+        # Same broadcast, but SDPA's fused CPU kernel takes only masks of q's rank: a lower-rank
+        # one would silently send it down the slow math path.
+        mask = mask.unsqueeze(0)
     return F.scaled_dot_product_attention(
         q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale
     )

@@ -176,12 +176,17 @@ class ZooBackbone(BaseModule):
 def register_family_alias(alias: str, model_prefix: str, default_arch: str) -> type[ZooBackbone]:
     """Register ``type=alias, arch=...`` as ``ZooBackbone(model_name=model_prefix + arch)``.
 
+    The archs are the models of the default arch's family whose names start with the prefix
+    (an empty prefix: the full model names, for families without a common prefix such as
+    HaloNet's ``halonet26t``/``eca_halonext26ts``).
+
     Args:
         alias: the mm type name, e.g. ``'VAN'``.
         model_prefix: the model names' common prefix, e.g. ``'van_'``.
         default_arch: the arch used when none is given.
     """
-    archs = [n[len(model_prefix):] for n in list_models() if n.startswith(model_prefix)]
+    family = family_of(model_prefix + default_arch)
+    archs = [n[len(model_prefix):] for n in list_models() if n.startswith(model_prefix) and family_of(n) == family]
 
     def __init__(self, arch: str = default_arch, **kwargs: Any) -> None:
         if arch not in archs:
