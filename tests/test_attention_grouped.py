@@ -1,0 +1,159 @@
+"""zoo.attention.grouped_attention (SDA/LDA groups on maps of any size) and the dynamic
+position bias layer (zoo.layers.DynamicPositionBias) with its eval-mode cache."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+import zoo.attention as za
+from zoo.attention.grouped import grouped_attention, grouped_attention_reference
+from zoo.layers.dynamic_position_bias import DynamicPositionBias, relative_position_index
+
+
+def _qkv(B, heads, H, W, d, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(B, heads, H, W, d, generator=g) for _ in range(3)]
+
+
+CASES = [
+    # (H, W, group, interval)
+    (14, 14, (7, 7), 1),    # SDA, divisible
+    (10, 17, (4, 4), 1),    # SDA, padded
+    (16, 16, (4, 4), 2),    # LDA, divisible
+    (13, 22, (3, 3), 2),    # LDA, padded
+    (9, 31, (2, 3), 4),     # LDA, padded, rectangular group
+    (5, 11, (5, 11), 1),    # one group over the whole map
+]
+
+
+@pytest.mark.parametrize('backend', ['reference', 'sdpa'])
+@pytest.mark.parametrize('H, W, group, interval', CASES)
+def test_matches_dense_attention_over_the_real_tokens_of_each_group(backend, H, W, group, interval):
+    q, k, v = _qkv(2, 3, H, W, 8)
+    n = group[0] * group[1]
+    bias = torch.randn(3, n, n, generator=torch.Generator().manual_seed(1))
+    expected = grouped_attention_reference(q, k, v, group, interval=interval, attn_bias=bias)
+    got = grouped_attention(q, k, v, group, interval=interval, attn_bias=bias, backend=backend)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    got = grouped_attention(q, k, v, group, interval=interval, backend=backend)
+    torch.testing.assert_close(got, grouped_attention_reference(q, k, v, group, interval=interval),
+                               atol=1e-5, rtol=1e-4)
+
+
+def test_group_membership_by_hand():
+    # Uniform attention (q = 0) with one-hot values: every output is the mean of the one-hot
+    # vectors of its group's real tokens, so the groups can be read off the output.
+    H, W, G, I = 5, 5, 2, 2  # padded to 8 x 8: blocks of 4 x 4, groups of tokens 2 apart
+    q = torch.zeros(1, 1, H, W, 4)
+    k = torch.randn(1, 1, H, W, 4)
+    v = torch.eye(H * W).reshape(1, 1, H, W, H * W)
+    out = grouped_attention(q, k, v, G, interval=I)[0, 0].reshape(H * W, H * W)
+
+    def members(y, x):
+        return {(a, b) for a, b in itertools.product(range(H), range(W))
+                if a // 4 == y // 4 and b // 4 == x // 4 and a % 2 == y % 2 and b % 2 == x % 2}
+
+    assert members(0, 1) == {(0, 1), (0, 3), (2, 1), (2, 3)}
+    assert members(4, 4) == {(4, 4)}  # its group mates are all padding
+    for y, x in itertools.product(range(H), range(W)):
+        group = members(y, x)
+        expected = torch.zeros(H * W)
+        for a, b in group:
+            expected[a * W + b] = 1 / len(group)
+        torch.testing.assert_close(out[y * W + x], expected)
+
+
+def test_padding_values_do_not_reach_real_tokens_and_gradients_agree():
+    q, k, v = (t.requires_grad_() for t in _qkv(1, 2, 11, 9, 4))
+    bias = torch.randn(2, 16, 16)
+    outs, grads = [], []
+    for backend in ('reference', 'sdpa'):
+        out = grouped_attention(q, k, v, 4, interval=2, attn_bias=bias, backend=backend)
+        out.square().sum().backward()
+        outs.append(out.detach())
+        grads.append([t.grad.clone() for t in (q, k, v)])
+        for t in (q, k, v):
+            t.grad = None
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-4)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    assert all(torch.isfinite(g).all() for g in grads[1])
+
+
+def test_bad_arguments():
+    q, k, v = _qkv(1, 1, 4, 4, 4)
+    with pytest.raises(ValueError, match='group_size'):
+        grouped_attention(q, k, v, 0)
+    with pytest.raises(ValueError, match='interval'):
+        grouped_attention(q, k, v, 2, interval=0)
+    with pytest.raises(ValueError, match='5-D'):
+        grouped_attention(q[0], k[0], v[0], 2)
+    with pytest.raises(za.BackendNotSupported):
+        grouped_attention(q, k, v, 2, backend='natten')
+
+
+# --- dynamic position bias --------------------------------------------------------------------
+
+
+def _official_bias(dpb: DynamicPositionBias, G: int) -> torch.Tensor:
+    """The official construction, written out with loops: coordinates (dy, dx) row-major over
+    [1-G, G-1]^2, index (dy + G - 1) * (2G - 1) + (dx + G - 1) for query i, key j."""
+    coords = torch.tensor([[dy, dx] for dy in range(1 - G, G) for dx in range(1 - G, G)], dtype=torch.float32)
+    table = dpb.pos3(dpb.pos2(dpb.pos1(dpb.pos_proj(coords))))
+    tokens = [(y, x) for y in range(G) for x in range(G)]
+    index = torch.tensor([[(yi - yj + G - 1) * (2 * G - 1) + (xi - xj + G - 1) for (yj, xj) in tokens]
+                          for (yi, xi) in tokens])
+    return table[index].permute(2, 0, 1)
+
+
+def test_bias_matches_the_official_construction():
+    torch.manual_seed(0)
+    dpb = DynamicPositionBias(6, 3).eval()
+    with torch.no_grad():
+        for G in (1, 4, 7):
+            torch.testing.assert_close(dpb(G), _official_bias(dpb, G))
+    # rectangular groups: a (2*2-1) x (2*3-1) table; query (0, 0) sees keys at offsets
+    # dy = 0, -1 and dx = 0, -1, -2, i.e. rows 1, 0 and columns 2, 1, 0 of the table
+    assert relative_position_index((2, 3)).tolist()[0] == [7, 6, 5, 2, 1, 0]
+
+
+def test_cache_per_group_device_dtype_and_invalidation():
+    torch.manual_seed(0)
+    dpb = DynamicPositionBias(4, 2).eval()
+    calls = []
+    dpb.pos_proj.register_forward_hook(lambda *a: calls.append(1))
+    with torch.no_grad():
+        a = dpb(7)
+        assert dpb(7) is a and len(calls) == 1
+        b = dpb(7, dtype=torch.float64)
+        assert b.dtype == torch.float64 and len(calls) == 2
+        dpb((3, 5))
+        assert dpb((3, 5)) is not a and len(calls) == 3
+        # an in-place weight change (optimizer step, load_state_dict) invalidates the cache
+        dpb.pos3[2].bias.add_(1.0)
+        c = dpb(7)
+        assert c is not a and len(calls) == 4
+        torch.testing.assert_close(c, a + 1.0)
+        dpb.load_state_dict({k: v.clone() for k, v in dpb.state_dict().items()})
+        assert dpb(7) is not c
+        torch.testing.assert_close(dpb(7), c)
+    # gradients needed: computed fresh, connected to the weights, never cached
+    grads_before = len(calls)
+    out = dpb(7)
+    assert out.requires_grad and len(calls) == grads_before + 1
+    # training mode: never cached, and the eval cache is dropped
+    dpb.train()
+    assert not dpb._cache
+    with torch.no_grad():
+        x, y = dpb(7), dpb(7)
+    assert x is not y
+    dpb.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(dpb(7), x)
+    # a dtype change replaces the weights: recomputed in the new dtype
+    dpb.double()
+    with torch.no_grad():
+        assert dpb(7).dtype == torch.float64
+        torch.testing.assert_close(dpb(7).float(), x)
