@@ -42,6 +42,7 @@ from timm.models._manipulate import checkpoint
 from zoo.attention import causal_post_softmax_attention
 from zoo.builder import build_zoo_model
 from zoo.layers import InputError, apply_rope, pad_to_multiple, rope_1d, validate_input
+from zoo.plain_vit import PlainViTMixin
 
 __all__ = ['ILLaMA', 'soft_mask_schedule']
 
@@ -186,7 +187,7 @@ def _exporting() -> bool:
     return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
 
 
-class ILLaMA(nn.Module):
+class ILLaMA(PlainViTMixin, nn.Module):
     """iLLaMA: plain ViT of LLaMA blocks with a post-sequence class token.
 
     Args:
@@ -212,6 +213,8 @@ class ILLaMA(nn.Module):
         dynamic_img_size: accept any input size (pad to the patch size, resample the position
             embedding); False requires inputs of exactly ``img_size``.
     """
+    GLOBAL_POOLS = ('token', 'avg', '')
+    STEM_PATTERN = r'^cls_token|^pos_embed|^patch_embed'
 
     def __init__(
             self,
@@ -234,11 +237,9 @@ class ILLaMA(nn.Module):
             dynamic_img_size: bool = True,
     ):
         super().__init__()
-        if global_pool not in ('token', 'avg', ''):
-            raise ValueError(f"global_pool must be 'token', 'avg' or '', got {global_pool!r}")
         img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         self.num_classes = num_classes
-        self.global_pool = global_pool
+        self.global_pool = self._check_pool(global_pool)
         self.in_chans = in_chans
         self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
         self.num_prefix_tokens = 1  # the class token (stored last in the sequence)
@@ -289,37 +290,9 @@ class ILLaMA(nn.Module):
 
     update_soft_mask = set_soft_mask_rate  # the official training scripts' name
 
-    @property
-    def stages(self) -> nn.ModuleList:
-        """The blocks, under the name that hierarchical models (and the mm adapter's users) use."""
-        return self.blocks
-
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         return {'pos_embed', 'cls_token'}
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        return dict(
-            stem=r'^cls_token|^pos_embed|^patch_embed',
-            blocks=[(r'^blocks\.(\d+)', None), (r'^norm', (99999,))],
-        )
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        if global_pool is not None:
-            if global_pool not in ('token', 'avg', ''):
-                raise ValueError(f"global_pool must be 'token', 'avg' or '', got {global_pool!r}")
-            self.global_pool = global_pool
-        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
 
     # ------------------------------------------------------------------ forward
 
@@ -390,22 +363,6 @@ class ILLaMA(nn.Module):
         if intermediates_only:
             return intermediates
         return self.norm(x), intermediates
-
-    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool | None = None,
-                                  prune_head: bool = True) -> list[int]:
-        """Drop the blocks, the head and the final norm that the intermediates do not need.
-
-        ``prune_norm=None`` (default) drops the final norm together with the head: it only
-        feeds the head unless ``forward_intermediates(norm=True)`` is used, and a parameter
-        without gradient breaks distributed training of dense models (mm backbones).
-        """
-        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
-        self.blocks = self.blocks[:max_index + 1]
-        if prune_norm or (prune_norm is None and prune_head):
-            self.norm = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0, '')
-        return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The normalised token sequence ``(B, N + 1, C)``, class token last."""
