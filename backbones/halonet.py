@@ -17,24 +17,27 @@ configs, not re-implemented; the four names with weights are registered again he
 deliberately replacing timm's entries when ``zoo`` is imported (timm's overwrite warning is
 silenced for exactly these names). What that adds:
 
-- **any input size**. timm's ``HaloAttn`` needs the feature map divisible by the block size,
-  so its models take only multiples of 256 (8 x stride 32); 224 fails. Here each halo
-  attention layer pads its input at the bottom/right to a multiple of the block size,
-  runs timm's attention, and crops its output back (to ``ceil(n / 2)`` for stride 2). The
-  key/value projections have no bias, so the padded positions have zero keys and values:
-  exactly what the halo padding gives at the border, i.e. the image is treated as
-  extended by the same zeros that already surround it. Divisible inputs are untouched
-  (the outputs at 256 equal timm's). The attention modules keep their class's parameters
-  and names (their class is swapped for a padding subclass after construction), so
-  timm's weights load unchanged.
+- **any input size, and ONNX with dynamic H/W**. timm's ``HaloAttn`` needs the feature map
+  divisible by the block size, so its models take only multiples of 256 (8 x stride 32);
+  224 fails; and its ``unfold`` freezes the traced size in ONNX exports. Here every halo
+  attention layer is computed by :func:`zoo.attention.halo_attention` (written once for the
+  zoo, with a reference backend and an SDPA one built from gathers): a map that is not a
+  multiple of the block size is treated as extended at the bottom/right by zero keys and
+  values -- exactly what the halo padding already gives at the border -- and the output is
+  cropped back (``ceil(n / 2)`` for stride 2). On divisible inputs this is timm's layer (the
+  outputs at 256 equal timm's to float rounding). The attention modules keep timm's
+  parameters and names (their class is swapped for :class:`HaloAttention` after
+  construction), so timm's weights load unchanged.
 - ``features_only``/``forward_intermediates`` over the **four stages** (strides 4-32, the
   last one after ``final_conv`` as in timm) instead of timm's five taps (timm also returns
   the stride-2 stem map), so that feature index ``i`` is ``stages[i]`` as in the other
   families and the mm adapter; ``NHWC`` output.
 - input validation (``zoo.layers.validate_input``: channels, dtype, NaN, at least 32x32).
 
-Pretrained cfgs keep timm's tags (``a1h_in1k``, ``ra2_in1k``, ``c1_in1k``): the weights are
-timm's trainings, not an official release, so they are not labelled ``official_``. Their
+Pretrained cfgs keep timm's tags (``a1h_in1k``, ``ra2_in1k``, ``c1_in1k``) and timm's
+download locations (hub repo ``timm/<name>.<tag>``, release URL as fallback): the weights are
+timm's trainings, not an official release, so they are not labelled ``official_`` (the
+family is listed in ``TIMM_WEIGHT_FAMILIES`` of ``tests/test_contract.py``). Their
 evaluation settings are timm's (256x256, crop 0.94-0.95, bicubic, ImageNet mean/std).
 ``halonet_h1`` (the paper's H1, no weights) and the other halo hybrids stay timm's.
 """
@@ -54,32 +57,44 @@ from timm.models._manipulate import checkpoint_seq
 from timm.models.byoanet import model_cfgs
 from timm.models.byobnet import ByobNet, ByoModelCfg
 
+from zoo.attention import halo_attention
 from zoo.builder import build_zoo_model
 from zoo.layers import validate_input
 
-__all__ = ['HaloNet', 'PaddedHaloAttn']
+__all__ = ['HaloNet', 'HaloAttention']
 
 
-class PaddedHaloAttn(HaloAttn):
-    """timm's ``HaloAttn`` on any map size: zero-pad to the block size, attend, crop back.
+class HaloAttention(HaloAttn):
+    """timm's ``HaloAttn`` computed by :func:`zoo.attention.halo_attention`: any map size, dynamic ONNX.
 
-    Only the bottom/right are padded, so the blocks keep their positions and the padded
-    rows/columns act as more of the halo's zero border. Used by swapping the class of
-    timm's instances (same parameters), see :class:`HaloNet`.
+    Same parameters and names as timm's layer (``q``, ``kv``, ``pos_embed.height_rel`` /
+    ``width_rel``); used by swapping the class of timm's instances, see :class:`HaloNet`. A
+    map that is not a multiple of the block size is treated as extended at the bottom/right
+    by the halo's zero keys and values, and the output is cropped back (``ceil(n / 2)`` for
+    stride 2); on divisible maps this is timm's layer.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        # Unconditional pad and slice (zero-sized when divisible), so that a traced export
-        # keeps the size arithmetic for every input size.
-        x = F.pad(x, (0, (-w) % self.block_size, 0, (-h) % self.block_size))
-        out = super().forward(x)
-        stride = self.block_stride * (2 if isinstance(self.pool, nn.AvgPool2d) else 1)
-        return out[..., :(h + stride - 1) // stride, :(w + stride - 1) // stride]
+        heads, dq, dv = self.num_heads, self.dim_head_qk, self.dim_head_v
+        q, kv = self.q(x), self.kv(x)
+        # Sizes from the traced shapes (not unflatten), so that ONNX exports keep them dynamic.
+        q = q.reshape(q.shape[0], heads, dq, q.shape[2], q.shape[3]).permute(0, 1, 3, 4, 2)  # B, heads, H', W', dq
+        kv = kv.reshape(kv.shape[0], heads, dq + dv, kv.shape[2], kv.shape[3]).permute(0, 1, 3, 4, 2)
+        k, v = kv.split([dq, dv], dim=-1)
+        out = halo_attention(
+            q, k, v, self.block_size, self.halo_size, query_stride=self.block_stride,
+            rel_h=self.pos_embed.height_rel, rel_w=self.pos_embed.width_rel,
+            rel_scaled=self.scale_pos_embed, scale=self.scale,
+        )
+        out = out.permute(0, 1, 4, 2, 3)
+        out = out.reshape(out.shape[0], heads * dv, out.shape[3], out.shape[4])
+        if isinstance(self.pool, nn.AvgPool2d):  # timm's avg-down variant; the last odd row/col averages alone
+            out = F.avg_pool2d(out, 2, ceil_mode=True)
+        return out
 
 
 class HaloNet(ByobNet):
-    """timm's ``ByobNet`` halo models with padded halo attention and four-stage features.
+    """timm's ``ByobNet`` halo models with any-size halo attention and four-stage features.
 
     Args:
         cfg: timm's model config (``timm.models.byoanet.model_cfgs[name]``).
@@ -89,11 +104,9 @@ class HaloNet(ByobNet):
 
     def __init__(self, cfg: ByoModelCfg, **kwargs: Any):
         super().__init__(cfg, **kwargs)
-        for name, module in self.named_modules():
+        for module in self.modules():
             if isinstance(module, HaloAttn):
-                if module.kv.bias is not None:  # padded keys would not be zero
-                    raise ValueError(f'{name}: padding assumes bias-free key/value projections')
-                module.__class__ = PaddedHaloAttn
+                module.__class__ = HaloAttention
         # One entry per stage (timm's list also starts with the stem's stride-2 map).
         self.feature_info = [dict(f) for f in self.feature_info if f['stage'] > 0]
         self.min_input_size = self.feature_info[-1]['reduction']
@@ -175,7 +188,7 @@ _RELEASE = 'https://github.com/rwightman/pytorch-image-models/releases/download/
 
 def _cfg(file: str, **kwargs: Any) -> dict[str, Any]:
     return {
-        'url': _RELEASE + file,
+        'url': _RELEASE + file, 'hf_hub_id': 'timm/',  # timm's hub repo 'timm/<name>.<tag>', as timm's cfg
         'num_classes': 1000, 'input_size': (3, 256, 256), 'pool_size': (8, 8),
         'crop_pct': 0.94, 'interpolation': 'bicubic',
         'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,

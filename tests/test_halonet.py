@@ -1,4 +1,4 @@
-"""HaloNet: timm's halo models at any input size (padding inside the halo attention).
+"""HaloNet: timm's halo models at any input size (zoo.attention.halo_attention), timm's weights.
 
 Runs once ``backbones.halonet`` is registered (its import line in ``backbones/__init__.py``).
 """
@@ -15,7 +15,8 @@ from zoo.registry import list_models
 if 'halonet26t' not in list_models():
     pytest.skip('backbones.halonet is not registered', allow_module_level=True)
 
-from backbones.halonet import PaddedHaloAttn  # noqa: E402
+from backbones.halonet import HaloAttention  # noqa: E402
+from zoo.attention import use_backend  # noqa: E402
 
 
 def _reference_halo_attn(m: HaloAttn, x: torch.Tensor) -> torch.Tensor:
@@ -60,38 +61,58 @@ def test_reference_equals_timm_on_divisible_maps(attn):
         assert torch.allclose(attn(x), _reference_halo_attn(attn, x), atol=1e-5)
 
 
+@pytest.mark.parametrize('backend', ['sdpa', 'reference'])
 @pytest.mark.parametrize('hw', [(9, 7), (5, 13), (3, 3)])
-def test_padded_attention_equals_the_reference_at_any_size(attn, hw):
-    padded = PaddedHaloAttn(16, num_heads=2, block_size=4, halo_size=1).eval()
-    padded.load_state_dict(attn.state_dict())
+def test_attention_equals_the_pixel_reference_at_any_size(attn, hw, backend):
+    ours = HaloAttention(16, num_heads=2, block_size=4, halo_size=1).eval()
+    ours.load_state_dict(attn.state_dict())
     x = torch.randn(2, 16, *hw)
-    with torch.no_grad():
-        out = padded(x)
-        assert out.shape == (2, 16, *hw)
-        assert torch.allclose(out, _reference_halo_attn(attn, x), atol=1e-5)
+    with torch.no_grad(), use_backend(backend):
+        out = ours(x)
+    assert out.shape == (2, 16, *hw)
+    assert torch.allclose(out, _reference_halo_attn(attn, x), atol=1e-5)
 
 
-def test_strided_attention_crops_to_ceil():
+def test_strided_attention_is_timms_on_the_zero_padded_map():
     torch.manual_seed(0)
-    m = PaddedHaloAttn(16, num_heads=2, block_size=4, halo_size=1, stride=2).eval()
+    m = HaloAttention(16, num_heads=2, block_size=4, halo_size=1, stride=2).eval()
     x = torch.randn(1, 16, 9, 7)
     with torch.no_grad():
         out = m(x)
         full = HaloAttn.forward(m, F.pad(x, (0, 1, 0, 3)))  # timm's attention on the zero-padded 12x8 map
-    assert out.shape == (1, 16, 5, 4) and torch.equal(out, full[..., :5, :4])
+    assert out.shape == (1, 16, 5, 4)
+    torch.testing.assert_close(out, full[..., :5, :4], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize('name', ['eca_halonext26ts'])
-def test_equals_timm_at_256(name):
+def _timm_model(name: str) -> torch.nn.Module:
+    """timm's own model for ``name`` with random weights and BatchNorm affine/statistics (at
+    timm's init the last BN of every block is zero, which would hide the attention)."""
     from timm.models.byoanet import model_cfgs
     from timm.models.byobnet import ByobNet
     torch.manual_seed(0)
     ref = ByobNet(model_cfgs[name]).eval()
+    with torch.no_grad():
+        for module in ref.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.normal_(0, 0.1)
+                module.running_mean.normal_(0, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+    return ref
+
+
+@pytest.mark.parametrize('name', ['halonet26t', pytest.param('sehalonet33ts', marks=pytest.mark.slow),
+                                  pytest.param('halonet50ts', marks=pytest.mark.slow), 'eca_halonext26ts'])
+def test_equals_timm_at_256(name):
+    ref = _timm_model(name)
     ours = timm.create_model(name).eval()
     ours.load_state_dict(ref.state_dict(), strict=True)
+    assert sum(isinstance(m, HaloAttention) for m in ours.modules()) >= 3
     x = torch.randn(1, 3, 256, 256)
     with torch.no_grad():
-        assert torch.equal(ours(x), ref(x))
+        expected = ref(x)
+        assert expected.std() > 0.01  # not a constant output
+        torch.testing.assert_close(ours(x), expected, rtol=1e-5, atol=1e-5)
         with pytest.raises(Exception):
             ref(torch.randn(1, 3, 224, 224))  # timm's own model needs multiples of 256
         assert ours(torch.randn(1, 3, 224, 224)).shape == (1, 1000)
@@ -103,3 +124,29 @@ def test_four_stage_features():
     with torch.no_grad():
         feats = model(torch.randn(1, 3, 97, 131))
     assert [tuple(f.shape[-2:]) for f in feats] == [(25, 33), (13, 17), (7, 9), (4, 5)]
+
+
+def test_pretrained_cfgs_are_timms():
+    # The weights are timm's trainings: same tags, hub repos and release files as timm's cfgs.
+    from timm.models import byoanet, get_pretrained_cfg
+    from zoo.registry import pretrained_tags
+    for name in ('halonet26t', 'sehalonet33ts', 'halonet50ts', 'eca_halonext26ts'):
+        tags = pretrained_tags(name)
+        assert tags == list(byoanet.default_cfgs[name].tags)
+        for tag in tags:
+            ours, theirs = get_pretrained_cfg(f'{name}.{tag}'), byoanet.default_cfgs[name].cfgs[tag]
+            assert ours.hf_hub_id == f'timm/{name}.{tag}' and theirs.hf_hub_id == 'timm/'
+            assert ours.hf_hub_filename is None and ours.url == theirs.url
+            assert (ours.crop_pct, ours.mean, ours.std, ours.interpolation) == (
+                theirs.crop_pct, theirs.mean, theirs.std, theirs.interpolation)
+
+
+def test_onnx_export_runs_at_other_sizes(tmp_path):
+    pytest.importorskip('onnxruntime')
+    from zoo.export import check_onnx, export_onnx
+    model = timm.create_model('halonet26t', pretrained=False).eval()
+    model.load_state_dict(_timm_model('halonet26t').state_dict())
+    info = export_onnx(model, tmp_path / 'halonet26t.onnx', input_size=(1, 3, 256, 256))
+    assert info.dynamic_axes == ['batch', 'height', 'width'], info.notes
+    for shape in ((1, 3, 224, 224), (2, 3, 97, 131)):  # timm's own model takes neither
+        assert max(check_onnx(model, tmp_path / 'halonet26t.onnx', torch.randn(shape)).values()) < 1e-4
