@@ -29,7 +29,9 @@ from ._dispatch import (
     use_backend,
     window_attention,
 )
+from .halo import halo_attention
 from .post_softmax_mask import causal_post_softmax_attention, soft_causal_mask
+from .bidirectional_cross import gather_attention, infuse_attention
 
 __all__ = [
     'BACKENDS',
@@ -46,5 +48,8 @@ __all__ = [
     'use_backend',
     'window_attention',
     'causal_post_softmax_attention',
+    'halo_attention',
     'soft_causal_mask',
+    'gather_attention',
+    'infuse_attention',
 ]

@@ -12,11 +12,14 @@ from .backbone import ZooBackbone, register_family_alias
 FAMILY_ALIASES = {
     'VAN': ('van_', 'b0'),
     'BiFormer': ('biformer_', 'tiny'),
+    'CrossFormer': ('crossformer_', 'small'),  # arch: tiny/small/base/large, pp_small/pp_base/pp_large/pp_huge
     'RAVLT': ('ravlt_', 'tiny'),
     'LITv2': ('litv2_', 'small'),
     'DaViT': ('davit_', 'tiny'),
     'SHViT': ('shvit_', 's4'),
     'iLLaMA': ('illama_', 'tiny'),
+    'HaloNet': ('', 'halonet26t'),  # timm's names share no prefix: arch is the full model name
+    'LookupViT': ('lookupvit_', 'tiny'),
 }
 
 for _alias, (_prefix, _default) in FAMILY_ALIASES.items():
