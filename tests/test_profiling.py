@@ -165,6 +165,16 @@ def test_merge() -> None:
     assert doc == {'a': {'speed': {'sdpa': {'eager': 1}, 'reference': {'eager': 2}}, 'params_m': 2.0}}
 
 
+def test_resolve_backends() -> None:
+    resolve = _load_benchmark().resolve_backends
+    import zoo.attention
+    available = zoo.attention.available_backends()
+    assert resolve(None) == [None, *available]  # the model as built, then every backend
+    assert resolve(['default']) == [None]
+    assert resolve(['default', 'reference']) == [None, 'reference']
+    assert resolve(['no-such-backend']) == [None]
+
+
 def test_benchmark_cli(tmp_path: Path) -> None:
     out = tmp_path / 'bench.json'
     # An earlier run's results for another model must survive the merge.
