@@ -85,3 +85,24 @@ def test_van_reparameterized_equals_unfused(name: str, size: int) -> None:
         for a, b in zip(model.forward_intermediates(x, intermediates_only=True),
                         fused.forward_intermediates(x, intermediates_only=True)):
             assert ((a - b).abs().max() / a.abs().max()) < 1e-4
+
+
+def test_conv_batchnorm_folding_in_halonet() -> None:
+    # timm's ByobNet blocks (ConvNormAct: conv, then BatchNormAct2d with its activation)
+    from zoo.layers import fuse_conv_batchnorm, fuse_for_inference
+    torch.manual_seed(0)
+    model = timm.create_model('halonet26t').eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.load_state_dict(_random_bn(module.num_features).state_dict())
+    x = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        expected = model(x)
+        fused = fuse_for_inference(model)
+        # all but the norms after the halo attention (no conv before them; an activation after)
+        left = [name for name, m in fused.named_modules() if isinstance(m, nn.BatchNorm2d)]
+        assert left and all(name.endswith('post_attn') for name in left), left
+        out = fused(x)
+    assert ((out - expected).abs().max() / expected.abs().max()) < 1e-4
+    assert fuse_conv_batchnorm(fused) == 0  # nothing left to fold

@@ -52,11 +52,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import timm  # noqa: E402
 import torch  # noqa: E402
-from timm.utils import reparameterize_model  # noqa: E402
 
 from zoo.profiling import (Stat, achieved_efficiency, attention_backend, count_flops, count_params,  # noqa: E402
                            kernels_used, machine_info, matmul_peak_gflops, measure_speed, optional_module,
                            peak_memory)
+from zoo.layers import fuse_for_inference  # noqa: E402
 
 SCHEMA = 'zoo-benchmark/1'
 
@@ -84,9 +84,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--json', type=Path, metavar='OUT', help='merge the results into this JSON file')
     parser.add_argument('--quick', action='store_true', help='tiny batch and few repeats (smoke tests)')
     parser.add_argument('--reparam', action='store_true',
-                        help='fuse each model for inference first (timm.utils.reparameterize_model: '
-                             'e.g. BatchNorms and layer scales folded into convs); results are stored as '
-                             'MODEL[reparam]')
+                        help='fuse each model for inference first (zoo.layers.fuse_for_inference: the '
+                             "models' own reparameterize() via timm, then conv + BatchNorm folding); results "
+                             'are stored as MODEL[reparam]')
     parser.add_argument('--set', nargs='+', default=[], metavar='KEY=VALUE',
                         help='model arguments (Python literals), e.g. channels_last=False; results are '
                              'stored as MODEL[KEY=VALUE]')
@@ -157,7 +157,7 @@ def bench_model(name: str, args: argparse.Namespace, backends: list[str | None],
     try:
         model = timm.create_model(name, pretrained=False, **args.model_kwargs).eval()
         if args.reparam:
-            model = reparameterize_model(model, inplace=True)
+            model = fuse_for_inference(model)
     except Exception as err:  # one broken model must not stop an --all run
         result['errors']['build'] = _error(err)
         return result

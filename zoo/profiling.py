@@ -451,7 +451,7 @@ def peak_memory(model: str, input_size: Sequence[int], *,
         repeats: measured forwards, one sample each.
         threads: intra-op threads in the child (None: torch's default).
         backend: zoo attention backend to run under (None: the default).
-        reparam: fuse the model for inference first (``timm.utils.reparameterize_model``).
+        reparam: fuse the model for inference first (``zoo.layers.fuse_for_inference``).
         timeout: seconds before the child is killed.
     """
     job = {'model': model, 'input_size': tuple(input_size), 'features_only': features_only,
@@ -508,8 +508,8 @@ def _memory_child() -> None:
         model = _create(job['model'], features_only=job['features_only'], **job['create_kwargs'])
     model.eval()
     if job.get('reparam'):
-        from timm.utils import reparameterize_model
-        model = reparameterize_model(model, inplace=True)
+        from zoo.layers import fuse_for_inference
+        model = fuse_for_inference(model)
     x = torch.randn(*job['input_size'])
     notes = []
     reset = _can_reset_peak()

@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-__all__ = ['batchnorm_affine', 'fold_affine_into_conv_input', 'scale_conv_output', 'fold_batchnorm_after_conv']
+__all__ = ['batchnorm_affine', 'fold_affine_into_conv_input', 'scale_conv_output', 'fold_batchnorm_after_conv',
+           'fuse_conv_batchnorm', 'fuse_for_inference']
 
 
 def batchnorm_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,3 +76,34 @@ def fold_batchnorm_after_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
     """Make ``conv(x)`` compute what ``bn(conv(x))`` did (eval-mode statistics); ``bn`` is then
     to be replaced by ``nn.Identity`` by the caller."""
     scale_conv_output(conv, *batchnorm_affine(bn))
+
+
+@torch.no_grad()
+def fuse_conv_batchnorm(model: nn.Module) -> int:
+    """Fold every BatchNorm that directly follows a convolution in a timm ``ConvNormAct``-style
+    module (a ``conv`` then a ``bn`` attribute, as in timm's ByobNet/ResNet-style blocks) into
+    the convolution, in place, for inference; returns how many were folded.
+
+    A ``BatchNormAct2d`` keeps its dropout and activation (they run after the folded conv).
+    Eval-mode statistics are frozen into the weights: do not train the result.
+    """
+    folded = 0
+    for module in model.modules():
+        conv, bn = getattr(module, 'conv', None), getattr(module, 'bn', None)
+        if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)):
+            continue
+        fold_batchnorm_after_conv(conv, bn)
+        after = [m for m in (getattr(bn, 'drop', None), getattr(bn, 'act', None)) if m is not None]
+        module.bn = nn.Sequential(*after) if after else nn.Identity()
+        folded += 1
+    return folded
+
+
+def fuse_for_inference(model: nn.Module) -> nn.Module:
+    """Everything above, in place: ``timm.utils.reparameterize_model`` (the modules' own
+    ``fuse``/``reparameterize``, e.g. VAN's blocks), then :func:`fuse_conv_batchnorm` for the
+    conv + BatchNorm pairs left (e.g. timm's HaloNet blocks). Returns ``model`` in eval mode."""
+    from timm.utils import reparameterize_model
+    model = reparameterize_model(model.eval(), inplace=True)
+    fuse_conv_batchnorm(model)
+    return model
