@@ -43,6 +43,7 @@ from zoo.attention import causal_post_softmax_attention
 from zoo.builder import build_zoo_model
 from zoo.layers import InputError, apply_rope, pad_to_multiple, rope_1d, validate_input
 from zoo.plain_vit import PlainViTMixin
+from zoo.layers.tracing import is_capturing as _exporting
 
 __all__ = ['ILLaMA', 'soft_mask_schedule']
 
@@ -181,10 +182,6 @@ def resample_pos_embed(pos_embed: torch.Tensor, new_size: tuple[int, int], old_s
     grid = F.interpolate(grid, size=new_size, mode='bicubic', align_corners=False)
     grid = grid.permute(0, 2, 3, 1).flatten(1, 2).to(dtype)
     return torch.cat((grid, cls), dim=1)
-
-
-def _exporting() -> bool:
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
 
 
 class ILLaMA(PlainViTMixin, nn.Module):

@@ -43,6 +43,7 @@ from zoo.attention import dense_attention, gather_attention, infuse_attention
 from zoo.builder import build_zoo_model
 from zoo.layers import InputError, pad_to_multiple, validate_input
 from zoo.plain_vit import PlainViTMixin
+from zoo.layers.tracing import is_capturing as _exporting
 
 __all__ = ['LookupViT']
 
@@ -52,10 +53,6 @@ def _pair(size: int | Sequence[int]) -> tuple[int, int]:
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f'expected a positive size or (height, width), got {size}')
     return size
-
-
-def _exporting() -> bool:
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
 
 
 def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:

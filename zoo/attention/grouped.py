@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._dispatch import window_attention
+from zoo.layers.tracing import is_tracing as _tracing
 
 __all__ = ['grouped_attention', 'grouped_attention_reference', 'PAD_MASK_VALUE']
 
@@ -34,10 +35,6 @@ def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
     if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair):
         raise ValueError(f'grouped_attention: {name} must be a positive int or a pair of them, got {value!r}')
     return pair
-
-
-def _tracing() -> bool:
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
 def _mask_value(dtype: torch.dtype) -> float:

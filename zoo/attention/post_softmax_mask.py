@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import _dispatch
+from zoo.layers.tracing import is_capturing as _tracing
 
 __all__ = ['causal_post_softmax_attention', 'soft_causal_mask']
 
@@ -113,11 +114,6 @@ class _PostMaskFlashCPU(torch.autograd.Function):
         dq = dq + scale * d * (causal_k - full_k)
         dk = dk + scale * (pc_t - p_t)
         return dq, dk, dv, None
-
-
-def _tracing() -> bool:
-    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
-            or torch.onnx.is_in_onnx_export())
 
 
 def _row_lse(q: Tensor, k: Tensor, scale: float) -> tuple[Tensor, Tensor]:

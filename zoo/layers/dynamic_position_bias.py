@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from .tracing import is_capturing as _tracing
 
 __all__ = ['DynamicPositionBias', 'relative_coords', 'relative_position_index']
 
@@ -34,11 +35,6 @@ def relative_position_index(group_size: tuple[int, int], device: torch.device | 
     ys, xs = torch.meshgrid(torch.arange(gh, device=device), torch.arange(gw, device=device), indexing='ij')
     ys, xs = ys.reshape(-1), xs.reshape(-1)
     return (ys[:, None] - ys[None, :] + gh - 1) * (2 * gw - 1) + (xs[:, None] - xs[None, :] + gw - 1)
-
-
-def _tracing() -> bool:
-    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
-            or torch.compiler.is_compiling())
 
 
 class DynamicPositionBias(nn.Module):

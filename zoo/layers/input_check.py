@@ -15,17 +15,13 @@ from __future__ import annotations
 import os
 
 import torch
+from .tracing import is_capturing as _tracing
 
 __all__ = ['InputError', 'validate_input']
 
 
 class InputError(ValueError):
     """An input tensor that a zoo model cannot take, with what it accepts."""
-
-
-def _tracing() -> bool:
-    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
-            or torch.onnx.is_in_onnx_export())
 
 
 def validate_input(

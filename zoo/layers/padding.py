@@ -9,13 +9,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+# A traced graph (ONNX export) must not freeze the "no padding needed" branch of the traced
+# size: while tracing, pad and crop unconditionally, with the amounts computed from the shape.
+from .tracing import is_tracing as _tracing
+
 __all__ = ['pad_to_multiple', 'crop_to']
-
-
-def _tracing() -> bool:
-    # A traced graph (ONNX export) must not freeze the "no padding needed" branch of the
-    # traced size: pad and crop unconditionally, with the amounts computed from the shape.
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int | tuple[int, int], *, channels_last: bool = False,
