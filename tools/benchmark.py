@@ -24,6 +24,7 @@ JSON layout (a "stat" is {median, q25, q75, min, max, n}):
     runs: [{started, argv, models}],
     models: {NAME: {updated, params_m, gmacs (per image), gmacs_by_op, img_size [H, W],
         efficiency_peak_gflops (the matmul peak its efficiencies use),
+        load_avg: {start, end} (os.getloadavg(): whether other work shared the machine),
         backends: {LABEL: {attention_kernels | same_kernels_as | not_supported | error}},
         speed: {LABEL: {eager|compile: {throughput: {batch_size, img_per_s: stat,
             latency_ms: stat, threads, compiled, compile_s}, latency: {... at batch 1},
@@ -141,6 +142,14 @@ def resolve_backends(requested: list[str] | None) -> list[str | None]:
     return [None if b == 'default' else b for b in requested if b == 'default' or b in available] or [None]
 
 
+def _load_avg() -> list[float] | None:
+    """1/5/15-minute load averages: whether other work shared the machine during a model's run."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # not available on every platform
+        return None
+
+
 def _error(err: BaseException) -> str:
     lines = str(err).strip().splitlines()
     return f'{type(err).__name__}: {lines[0] if lines else ""}'[:500]
@@ -153,7 +162,7 @@ def _scaled(stat: Stat, factor: float) -> dict[str, float]:
 def bench_model(name: str, args: argparse.Namespace, backends: list[str | None], peak_gflops: float) -> dict[str, Any]:
     """Measure one model; failures of a stage are recorded under 'errors' and the rest goes on."""
     result: dict[str, Any] = {'updated': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'errors': {},
-                              'efficiency_peak_gflops': peak_gflops}
+                              'efficiency_peak_gflops': peak_gflops, 'load_avg': {'start': _load_avg()}}
     try:
         model = timm.create_model(name, pretrained=False, **args.model_kwargs).eval()
         if args.reparam:
@@ -225,6 +234,7 @@ def bench_model(name: str, args: argparse.Namespace, backends: list[str | None],
                 result['errors'][f'dense_memory/{label}/{size}'] = _error(err)
                 continue
             result.setdefault('dense_memory', {}).setdefault(label, {})[str(size)] = mem.to_dict()
+    result['load_avg']['end'] = _load_avg()
     return result
 
 
