@@ -194,6 +194,7 @@ def test_benchmark_cli(tmp_path: Path) -> None:
     assert res['gmacs'] == pytest.approx(1.814, abs=1e-3)
     assert res['img_size'] == [224, 224]
     assert res['efficiency_peak_gflops'] == doc['matmul_peak_gflops']['median']
+    assert all(len(res['load_avg'][k]) == 3 for k in ('start', 'end'))  # Linux has getloadavg
     entry = res['speed']['default']['eager']
     assert entry['throughput']['batch_size'] == 2 and entry['latency']['batch_size'] == 1
     for stat in (entry['throughput']['img_per_s'], entry['latency']['latency_ms'], entry['efficiency']):

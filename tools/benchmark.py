@@ -57,6 +57,7 @@ import torch  # noqa: E402
 from zoo.profiling import (Stat, achieved_efficiency, attention_backend, count_flops, count_params,  # noqa: E402
                            kernels_used, machine_info, matmul_peak_gflops, measure_speed, optional_module,
                            peak_memory)
+from zoo.cpu_memory import retain_freed_memory  # noqa: E402
 from zoo.layers import fuse_for_inference  # noqa: E402
 
 SCHEMA = 'zoo-benchmark/1'
@@ -88,6 +89,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help='fuse each model for inference first (zoo.layers.fuse_for_inference: the '
                              "models' own reparameterize() via timm, then conv + BatchNorm folding); results "
                              'are stored as MODEL[reparam]')
+    parser.add_argument('--retain-memory', action='store_true',
+                        help='keep freed memory in the process for reuse (zoo.cpu_memory.retain_freed_memory: '
+                             'no page faults on every large activation; glibc only); results are stored as '
+                             'MODEL[retain-memory]. Peak-memory children are not affected')
     parser.add_argument('--set', nargs='+', default=[], metavar='KEY=VALUE',
                         help='model arguments (Python literals), e.g. channels_last=False; results are '
                              'stored as MODEL[KEY=VALUE]')
@@ -320,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     backends = resolve_backends(args.backends)
     machine = machine_info()
     machine['torch_threads'] = args.threads
+    if args.retain_memory and not retain_freed_memory():
+        sys.exit('--retain-memory: this C library cannot be tuned (see the warning above)')
     peak = matmul_peak_gflops(repeats=3 if args.quick else 7, threads=args.threads)
     print(f'{machine["cpu_model"]} ({machine["cpu_capability"]}), {args.threads} threads, torch {machine["torch"]}, '
           f'timm {machine["timm"]}; fp32 matmul peak {_fmt(peak.to_dict())} GFLOP/s', flush=True)
@@ -336,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
                                        'argv': sys.argv[1:] if argv is None else argv, 'models': names})
 
     results: dict[str, dict[str, Any]] = {}
-    tags = [*args.set, *(['reparam'] if args.reparam else [])]
+    tags = [*args.set, *(['reparam'] if args.reparam else []), *(['retain-memory'] if args.retain_memory else [])]
     suffix = f'[{",".join(tags)}]' if tags else ''
     for name in names:
         key = name + suffix
