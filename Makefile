@@ -25,9 +25,13 @@ test-all: setup
 	$(PYTEST) -m "slow or not slow"
 
 # Every model on this machine (hours on 2 cores; split it with --family / MODEL lists, the
-# JSON is merged per model), then the generated table and plots.
+# JSON is merged per model): every backend eager and compiled, ONNX Runtime, dense memory,
+# then eager again with freed memory kept (the table's "memory kept" columns), then the
+# generated table and plots.
 benchmark: setup
-	$(PY) tools/benchmark.py --all --batch-size 32 --dense-sizes 512 1024 --compile --onnx \
+	$(PY) tools/benchmark.py --all --threads 1 --batch-size 32 --dense-sizes 512 1024 --compile --onnx \
+		--json model_cards/benchmarks.json
+	$(PY) tools/benchmark.py --all --threads 1 --batch-size 32 --backends default --retain-memory \
 		--json model_cards/benchmarks.json
 	$(PY) tools/model_cards.py
 

@@ -24,12 +24,25 @@ def _bench() -> dict:
         'matmul_peak_gflops': _stat(400.0, 390.0, 410.0),
         'models': {'van_b0': {
             'gmacs': 0.864, 'img_size': [224, 224],
+            'load_avg': {'start': [1.5, 1.2, 1.0], 'end': [1.4, 1.2, 1.0]},
+            'backends': {'default': {'attention_kernels': []}, 'reference': {'same_kernels_as': 'default'}},
             'speed': {'default': {'eager': {
                 'throughput': {'batch_size': 32, 'img_per_s': _stat(41.25, 40.0, 42.5)},
                 'latency': {'batch_size': 1, 'latency_ms': _stat(23.4, 22.0, 25.0)},
-                'efficiency': _stat(0.178, 0.17, 0.18)}}},
+                'efficiency': _stat(0.178, 0.17, 0.18)},
+                'compile': {
+                'throughput': {'batch_size': 32, 'img_per_s': _stat(50.0, 49.0, 51.0), 'compile_s': 33.3},
+                'latency': {'batch_size': 1, 'latency_ms': _stat(20.0, 19.0, 21.0)},
+                'efficiency': _stat(0.216, 0.21, 0.22)}}},
+            'onnx': {'latency': {'batch_size': 1, 'latency_ms': _stat(12.3, 12.0, 13.0)}},
             'dense_memory': {'default': {'512': {'peak_mb': _stat(40.0, 40.0, 40.0)},
                                          '1024': {'peak_mb': _stat(171.9, 171.0, 172.0)}}},
+        }, 'van_b0[retain-memory]': {
+            'load_avg': {'start': [0.5, 1.0, 1.0], 'end': [0.6, 1.0, 1.0]},
+            'speed': {'default': {'eager': {
+                'throughput': {'batch_size': 32, 'img_per_s': _stat(80.0, 79.0, 81.0)},
+                'latency': {'batch_size': 1, 'latency_ms': _stat(22.0, 21.0, 23.0)},
+                'efficiency': _stat(0.3456, 0.34, 0.35)}}},
         }},
     }
 
@@ -51,7 +64,13 @@ def test_table_shows_the_benchmark_numbers(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith('| `van_b0`'))
     cells = [c.strip() for c in row.strip('|').split('|')]
     # params from the registry (exact), the rest from the file above
-    assert cells == ['`van_b0`', 'van', '4.11', '0.864', '75.4', '41.2 (40.0–42.5)', '23.4', '17.8%', '172']
+    assert cells == ['`van_b0`', 'van', '4.11', '0.864', '75.4', '41.2 (40.0–42.5)', '23.4', '17.8%',
+                     '80.0', '34.6%', '12.3', '172']
+    assert "started: 0.50–1.50" in text  # both runs' load averages
+    backends = [line for line in text.split('## Attention backends')[1].splitlines() if line.startswith('| `van_b0`')]
+    assert backends[0].startswith('| `van_b0` | default | eager | 41.2 | 23.4 | 17.8 | — |')
+    assert backends[1].startswith('| `van_b0` | default | compile | 50.0 | 20.0 | 21.6 | 33 |')
+    assert 'same kernels as default' in backends[2]
     row_b1 = next(line for line in text.splitlines() if line.startswith('| `van_b1`'))
     assert '13.86' in row_b1 and '— (n/a)' in row_b1
     assert 'Not benchmarked yet (1): `van_b1`' in text

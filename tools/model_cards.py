@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 CARDS = Path(__file__).resolve().parents[1] / 'model_cards'
 PLOTS = ('accuracy_vs_throughput.png', 'accuracy_vs_gmacs.png', 'memory_vs_size.png')
 DASH = '—'
+RETAINED = 'retain-memory'  # tools/benchmark.py --retain-memory stores results as MODEL[retain-memory]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -68,6 +69,8 @@ def collect_rows(models: Sequence[str], bench: dict, published: dict) -> list[di
         eager = _dig(entry, 'speed', 'default', 'eager') or {}
         throughput = eager.get('throughput') or {}
         memory = _dig(entry, 'dense_memory', 'default') or {}
+        kept_entry = bench.get('models', {}).get(f'{name}[{RETAINED}]', {})
+        kept = _dig(kept_entry, 'speed', 'default', 'eager') or {}
         rows.append(dict(
             name=name,
             family=family_of(name),
@@ -82,9 +85,41 @@ def collect_rows(models: Sequence[str], bench: dict, published: dict) -> list[di
             latency_ms=_median(_dig(eager, 'latency', 'latency_ms')),
             efficiency=_median(eager.get('efficiency')),
             memory_mb={int(size): _median(v.get('peak_mb')) for size, v in memory.items()},
+            kept_img_per_s=_median(_dig(kept, 'throughput', 'img_per_s')),
+            kept_efficiency=_median(kept.get('efficiency')),
+            onnx_latency_ms=_median(_dig(entry, 'onnx', 'latency', 'latency_ms')),
+            load_1min=[load[0] for load in (_dig(entry, 'load_avg', 'start'), _dig(kept_entry, 'load_avg', 'start'))
+                       if load],
+            speed=entry.get('speed', {}),
+            backends=entry.get('backends', {}),
             benchmarked=bool(throughput),
         ))
     return rows
+
+
+def _backend_rows(rows: list[dict]) -> list[str]:
+    """Table lines for the models measured with more than the default eager run."""
+    lines = []
+    for r in rows:
+        runs = [(label, mode) for label, modes in r['speed'].items() for mode in modes]
+        if runs == [('default', 'eager')] or not runs:
+            continue
+        for label, mode in runs:
+            entry = r['speed'][label][mode]
+            thr = entry.get('throughput', {})
+            kernels = ', '.join(k.removeprefix('aten::')
+                                for k in r['backends'].get(label, {}).get('attention_kernels', []))
+            lines.append('| ' + ' | '.join([
+                f"`{r['name']}`", label, mode, _num(_median(thr.get('img_per_s')), '.1f'),
+                _num(_median(_dig(entry, 'latency', 'latency_ms')), '.1f'),
+                _num(None if entry.get('efficiency') is None else 100 * _median(entry['efficiency']), '.1f'),
+                _num(thr.get('compile_s'), '.0f') if mode == 'compile' else DASH, kernels or DASH]) + ' |')
+        for label, info in r['backends'].items():
+            if 'same_kernels_as' in info:
+                lines.append(f"| `{r['name']}` | {label} | — | same kernels as {info['same_kernels_as']} | | | | |")
+            elif 'not_supported' in info or 'error' in info:
+                lines.append(f"| `{r['name']}` | {label} | — | not run: {next(iter(info.values()))[:80]} | | | | |")
+    return lines
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -122,6 +157,10 @@ def render_readme(rows: list[dict], bench: dict, plots: Sequence[str]) -> str:
         'interquartile range), latency at batch 1. Efficiency is achieved GFLOP/s (2 x GMACs x img/s)',
         "over this machine's fp32 matmul peak measured in the same run. Peak memory is the resident-set",
         'growth of one batch-1 `features_only` forward at 1024x1024 in a fresh process.',
+        '"Memory kept" is the same eager run with `zoo.cpu_memory.retain_freed_memory()` (benchmark',
+        '`--retain-memory`): glibc then reuses freed activation memory instead of mapping fresh pages',
+        'for every large tensor, so the figure shows the kernels without the page-fault cost (see',
+        '`zoo/cpu_memory.py`). ORT is ONNX Runtime latency at batch 1, same threads.',
         'Top-1 is as published (ImageNet-1k); each family card says where it comes from.',
         '',
     ]
@@ -133,14 +172,21 @@ def render_readme(rows: list[dict], bench: dict, plots: Sequence[str]) -> str:
             f"fp32 matmul peak {_num(peak, '.0f')} GFLOP/s.",
             '',
         ]
+    loads = sorted(x for r in rows for x in r['load_1min'])
+    if loads:
+        lines += [f"Load average (1 min) when each model's run started: {loads[0]:.2f}–{loads[-1]:.2f} "
+                  f"(median {loads[len(loads) // 2]:.2f}; 1.0 is one busy CPU).", '']
     header = ['Model', 'Family', 'Params (M)', 'GMACs', 'Top-1', 'img/s', 'Latency (ms)', 'Efficiency',
-              'Peak MB @1024']
+              'img/s, memory kept', 'Efficiency, memory kept', 'ORT latency (ms)', 'Peak MB @1024']
     lines += ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for r in rows:
         cells = [
             f"`{r['name']}`", r['family'], f"{r['params_m']:.2f}", _num(r['gmacs'], '.3f'), _top1(r),
             _throughput(r), _num(r['latency_ms'], '.1f'),
             DASH if r['efficiency'] is None else f"{100 * r['efficiency']:.1f}%",
+            _num(r['kept_img_per_s'], '.1f'),
+            DASH if r['kept_efficiency'] is None else f"{100 * r['kept_efficiency']:.1f}%",
+            _num(r['onnx_latency_ms'], '.1f'),
             _num(r['memory_mb'].get(1024), '.0f'),
         ]
         lines.append('| ' + ' | '.join(cells) + ' |')
@@ -148,10 +194,19 @@ def render_readme(rows: list[dict], bench: dict, plots: Sequence[str]) -> str:
     if missing:
         lines += ['', f'Not benchmarked yet ({len(missing)}): ' + ', '.join(f'`{m}`' for m in missing) + '.',
                   'Run `python tools/benchmark.py MODEL --dense-sizes 512 1024 --json model_cards/benchmarks.json`.']
-    worst = sorted((r for r in rows if r['efficiency'] is not None), key=lambda r: r['efficiency'])[:3]
-    if worst:
-        lines += ['', 'Lowest achieved efficiency: ' + ', '.join(
-            f"`{r['name']}` {100 * r['efficiency']:.1f}%" for r in worst) + ' (analysed in their family cards).']
+    for key, what in (('efficiency', 'Lowest achieved efficiency'), ('kept_efficiency', 'with memory kept')):
+        worst = sorted((r for r in rows if r[key] is not None), key=lambda r: r[key])[:3]
+        if worst:
+            lines += ['', f'{what}: ' + ', '.join(f"`{r['name']}` {100 * r[key]:.1f}%" for r in worst) + '.']
+    backend_lines = _backend_rows(rows)
+    if backend_lines:
+        lines += ['', '## Attention backends and torch.compile', '',
+                  'Eager and `torch.compile`d runs per attention backend, for the models measured that way',
+                  '(`tools/benchmark.py --compile`, default allocator). A backend that runs the same kernels as',
+                  'an earlier one is not timed again.', '',
+                  '| Model | Backend | Mode | img/s | Latency (ms) | Efficiency (%) | Compile (s) '
+                  '| Attention kernels |',
+                  '|---|---|---|---|---|---|---|---|', *backend_lines]
     if plots:
         lines += ['', '## Plots', '']
         lines += [f'![{Path(p).stem.replace("_", " ")}](plots/{p})' for p in plots]
