@@ -194,7 +194,10 @@ def render_readme(rows: list[dict], bench: dict, plots: Sequence[str]) -> str:
     if missing:
         lines += ['', f'Not benchmarked yet ({len(missing)}): ' + ', '.join(f'`{m}`' for m in missing) + '.',
                   'Run `python tools/benchmark.py MODEL --dense-sizes 512 1024 --json model_cards/benchmarks.json`.']
-    for key, what in (('efficiency', 'Lowest achieved efficiency'), ('kept_efficiency', 'with memory kept')):
+    if any((r[key] or 0) > 1 for r in rows for key in ('efficiency', 'kept_efficiency')):
+        lines += ['', "Efficiencies above 100%: the peak is `torch.mm`'s (MKL's sgemm), and the models' oneDNN",
+                  'convolutions ran faster than that on this CPU.']
+    for key, what in (('efficiency', 'Lowest achieved efficiency'), ('kept_efficiency', 'Lowest with memory kept')):
         worst = sorted((r for r in rows if r[key] is not None), key=lambda r: r[key])[:3]
         if worst:
             lines += ['', f'{what}: ' + ', '.join(f"`{r['name']}` {100 * r[key]:.1f}%" for r in worst) + '.']
