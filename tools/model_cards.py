@@ -118,7 +118,8 @@ def _backend_rows(rows: list[dict]) -> list[str]:
             if 'same_kernels_as' in info:
                 lines.append(f"| `{r['name']}` | {label} | — | same kernels as {info['same_kernels_as']} | | | | |")
             elif 'not_supported' in info or 'error' in info:
-                lines.append(f"| `{r['name']}` | {label} | — | not run: {next(iter(info.values()))[:80]} | | | | |")
+                reason = next(iter(info.values())).split(' (from ')[0].removeprefix('BackendNotSupported: ')
+                lines.append(f"| `{r['name']}` | {label} | — | not run: {reason[:100]} | | | | |")
     return lines
 
 
