@@ -14,8 +14,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Allocate and free a 64 MiB tensor (above glibc's largest mmap threshold, 32 MiB) a few
-# times, writing every page; report the minor faults of the last round.
+# Allocate and free a 64 MiB tensor (above glibc's largest mmap threshold, 32 MiB) ten times,
+# writing every page; report the minor faults of each round. With memory retained the heap
+# still grows in the first rounds (an aligned request can be a little larger than the block
+# freed before it, until freed neighbours have merged), so the steady state is what counts.
 _CHILD = '''
 import json, resource, sys, torch
 sys.path.insert(0, {root!r})
@@ -23,7 +25,7 @@ if {retain}:
     from zoo.cpu_memory import retain_freed_memory
     assert retain_freed_memory()
 faults = []
-for _ in range(4):
+for _ in range(10):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     t = torch.empty(16 * 2 ** 20)
     t.fill_(1.0)
@@ -44,8 +46,8 @@ def _faults(retain: bool) -> list[int]:
 def test_retained_memory_is_reused_without_page_faults() -> None:
     pages = 64 * 2 ** 20 // 4096
     default, retained = _faults(False), _faults(True)
-    assert default[-1] > pages // 2  # every round maps and touches fresh pages
-    assert retained[-1] < pages // 50  # the freed block is reused
+    assert min(default[-4:]) > pages // 2  # every round maps and touches fresh pages
+    assert sum(retained[-4:]) < pages // 50  # the freed memory is reused
 
 
 def test_non_glibc_warns_and_changes_nothing(monkeypatch) -> None:

@@ -10,7 +10,8 @@ of a batch-32 forward in the kernel (1.62 s, 0.82 s of it system time, 450k mino
 and 0.80 s with freed memory kept (no faults after the first forward).
 
 :func:`retain_freed_memory` switches glibc to serving every block from the heap and never
-trimming it, so that the memory of one forward is reused by the next. The cost is that the
+trimming it, so that freed memory is reused: after the first few forwards (while the heap
+grows to the forward's pattern of sizes) a forward causes no page faults. The cost is that the
 process keeps its peak resident memory until it exits, which is what a long-running
 inference or benchmark process wants, and what PyTorch's CUDA allocator does on GPUs. The
 same effect without code: ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647`` in the
