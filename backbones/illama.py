@@ -42,8 +42,8 @@ from timm.models._manipulate import checkpoint
 from zoo.attention import causal_post_softmax_attention
 from zoo.builder import build_zoo_model
 from zoo.layers import InputError, apply_rope, pad_to_multiple, rope_1d, validate_input
+from zoo.layers.tracing import is_capturing
 from zoo.plain_vit import PlainViTMixin
-from zoo.layers.tracing import is_capturing as _exporting
 
 __all__ = ['ILLaMA', 'soft_mask_schedule']
 
@@ -301,7 +301,7 @@ class ILLaMA(PlainViTMixin, nn.Module):
                              f'{self.img_size[1]} inputs, got {x.shape[-2]}x{x.shape[-1]}')
 
     def _pos_embed(self, grid: tuple[int, int]) -> torch.Tensor:
-        if grid == self.grid_size and not _exporting():
+        if grid == self.grid_size and not is_capturing():
             return self.pos_embed
         return resample_pos_embed(self.pos_embed, grid, self.grid_size)
 

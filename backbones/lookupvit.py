@@ -42,8 +42,8 @@ from timm.models._manipulate import checkpoint
 from zoo.attention import dense_attention, gather_attention, infuse_attention
 from zoo.builder import build_zoo_model
 from zoo.layers import InputError, pad_to_multiple, validate_input
+from zoo.layers.tracing import is_capturing
 from zoo.plain_vit import PlainViTMixin
-from zoo.layers.tracing import is_capturing as _exporting
 
 __all__ = ['LookupViT']
 
@@ -173,7 +173,7 @@ class LookupBlock(nn.Module):
 def resample_grid(pos_embed: torch.Tensor, new_size: tuple[int, int], old_size: tuple[int, int]) -> torch.Tensor:
     """A ``(1, H*W, C)`` position embedding as a ``(1, C, h, w)`` map, bicubically resampled."""
     grid = pos_embed.reshape(1, old_size[0], old_size[1], -1).permute(0, 3, 1, 2)
-    if tuple(new_size) == tuple(old_size) and not _exporting():
+    if tuple(new_size) == tuple(old_size) and not is_capturing():
         return grid
     dtype = grid.dtype
     return F.interpolate(grid.float(), size=new_size, mode='bicubic', align_corners=False).to(dtype)

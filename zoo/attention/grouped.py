@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._dispatch import window_attention
-from zoo.layers.tracing import is_tracing as _tracing
+from zoo.layers.tracing import is_tracing
 
 __all__ = ['grouped_attention', 'grouped_attention_reference', 'PAD_MASK_VALUE']
 
@@ -93,7 +93,7 @@ def grouped_attention(
     B, heads, H, W = q.shape[:4]
     bh, bw = gh * interval, gw * interval
     pad_h, pad_w = (H + bh - 1) // bh * bh - H, (W + bw - 1) // bw * bw - W
-    padded = bool(pad_h or pad_w) or _tracing()
+    padded = bool(pad_h or pad_w) or is_tracing()
     if padded:
         q, k, v = (F.pad(t, (0, 0, 0, pad_w, 0, pad_h)) for t in (q, k, v))
     q, k, v = (_dilate(t, (gh, gw), interval) for t in (q, k, v))

@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from zoo.layers.tracing import is_tracing
+
 from . import _dispatch
 
 __all__ = ['halo_attention']
@@ -208,7 +210,7 @@ def halo_attention(
         raise ValueError(f'{_OP}: query_stride {query_stride} does not divide block_size {block_size}')
     H, W = k.shape[2], k.shape[3]
     expected = (_ceil_div(H, query_stride), _ceil_div(W, query_stride))
-    if not torch.jit.is_tracing() and tuple(q.shape[2:4]) != expected:
+    if not is_tracing() and tuple(q.shape[2:4]) != expected:
         raise ValueError(f'{_OP}: q must be (B, heads, ceil(H / {query_stride}), ceil(W / {query_stride}), '
                          f'head_dim) = {expected} spatially for keys of {H} x {W}, got {tuple(q.shape)}')
     if (rel_h is None) != (rel_w is None):

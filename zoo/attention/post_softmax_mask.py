@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import _dispatch
-from zoo.layers.tracing import is_capturing as _tracing
+from zoo.layers.tracing import is_capturing
 
 __all__ = ['causal_post_softmax_attention', 'soft_causal_mask']
 
@@ -131,7 +131,7 @@ def _row_lse(q: Tensor, k: Tensor, scale: float) -> tuple[Tensor, Tensor]:
 
 
 def _sdpa(q: Tensor, k: Tensor, v: Tensor, scale: float, soft_rate: float) -> Tensor:
-    if _tracing():  # exported / compiled graphs: the plain formula (the fused kernels do not export)
+    if is_capturing():  # exported / compiled graphs: the plain formula (the fused kernels do not export)
         return _reference(q, k, v, scale, soft_rate)
     b, h, n = q.shape[:3]
     if b * h * n * n * 4 <= _MATERIALISE_BYTES:  # small: the weights fit in cache

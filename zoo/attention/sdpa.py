@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from zoo.layers.tracing import is_capturing
+
 from .reference import merge_windows, neighbourhood, partition_windows, window_bias
 
 
@@ -147,8 +149,7 @@ def _routed_block(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, scale: 
 def _region_block(q: Tensor, k: Tensor, v: Tensor, topk: int) -> int:
     """How many query regions to gather keys/values for at once (all of them while tracing)."""
     R = q.shape[2]
-    if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() \
-            or q.device.type == 'meta':
+    if is_capturing() or q.device.type == 'meta':
         return R
     B, h, _, n_k, _ = k.shape
     per_region = B * h * topk * n_k * (k.shape[-1] + v.shape[-1]) * k.element_size()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from .tracing import is_capturing as _tracing
+from .tracing import is_capturing
 
 __all__ = ['DynamicPositionBias', 'relative_coords', 'relative_position_index']
 
@@ -84,7 +84,7 @@ class DynamicPositionBias(nn.Module):
         return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters())
 
     def _cacheable(self) -> bool:
-        if self.training or _tracing():
+        if self.training or is_capturing():
             return False
         return not (torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()))
 

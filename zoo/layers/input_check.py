@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 
 import torch
-from .tracing import is_capturing as _tracing
+from .tracing import is_capturing
 
 __all__ = ['InputError', 'validate_input']
 
@@ -61,14 +61,14 @@ def validate_input(
             f'convert one of them (x.to({weight_dtype}) or model.to({x.dtype})), or use torch.autocast.')
     min_h, min_w = (min_size, min_size) if isinstance(min_size, int) else min_size
     h, w = x.shape[-2:]
-    if not _tracing() and (h < min_h or w < min_w):
+    if not is_capturing() and (h < min_h or w < min_w):
         raise InputError(
             f'{name} needs inputs of at least {min_h}x{min_w} pixels, got {h}x{w}. '
             'Resize or pad the images.')
     # One reduction instead of isfinite().all()'s five passes: NaN and inf propagate through a
     # float32 sum, and normalised images cannot overflow it. (A 'meta' tensor has no values:
     # FLOP counting on the meta device skips the check.)
-    if (not _tracing() and x.device.type != 'meta' and os.environ.get('ZOO_CHECK_FINITE', '1') != '0'
+    if (not is_capturing() and x.device.type != 'meta' and os.environ.get('ZOO_CHECK_FINITE', '1') != '0'
             and not bool(torch.isfinite(x.sum(dtype=torch.float32)))):
         raise InputError(
             f'{name} got an input with NaN or infinite values; they would spread to the whole output. '

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 # A traced graph (ONNX export) must not freeze the "no padding needed" branch of the traced
 # size: while tracing, pad and crop unconditionally, with the amounts computed from the shape.
-from .tracing import is_tracing as _tracing
+from .tracing import is_tracing
 
 __all__ = ['pad_to_multiple', 'crop_to']
 
@@ -34,7 +34,7 @@ def pad_to_multiple(x: torch.Tensor, multiple: int | tuple[int, int], *, channel
     # Ceil-division instead of (-h) % m (same values): torch.compile's inductor cannot turn a
     # dynamic size holding a Mod into float arithmetic (grid_sample's decomposition needs that).
     pad_h, pad_w = (h + mh - 1) // mh * mh - h, (w + mw - 1) // mw * mw - w
-    if pad_h or pad_w or _tracing():  # traced: keep the (possibly zero) pad in the graph
+    if pad_h or pad_w or is_tracing():  # traced: keep the (possibly zero) pad in the graph
         pad = (0, 0, 0, pad_w, 0, pad_h) if channels_last else (0, pad_w, 0, pad_h)
         x = F.pad(x, pad, value=value)
     return x, (h, w)
@@ -44,5 +44,5 @@ def crop_to(x: torch.Tensor, size: tuple[int, int], *, channels_last: bool = Fal
     """Undo ``pad_to_multiple``: keep the top-left ``size`` of the feature map."""
     h, w = size
     if channels_last:
-        return x[:, :h, :w, :] if _tracing() or (x.shape[1], x.shape[2]) != (h, w) else x
-    return x[..., :h, :w] if _tracing() or tuple(x.shape[-2:]) != (h, w) else x
+        return x[:, :h, :w, :] if is_tracing() or (x.shape[1], x.shape[2]) != (h, w) else x
+    return x[..., :h, :w] if is_tracing() or tuple(x.shape[-2:]) != (h, w) else x
