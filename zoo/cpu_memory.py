@@ -32,15 +32,6 @@ _M_MMAP_MAX = -4
 _INT_MAX = 2 ** 31 - 1
 
 
-def _glibc() -> ctypes.CDLL | None:
-    if platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc':
-        return None
-    try:
-        return ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
-    except OSError:
-        return None
-
-
 def retain_freed_memory() -> bool:
     """Make glibc keep freed memory for reuse (process-wide; lasts until the process exits).
 
@@ -49,12 +40,18 @@ def retain_freed_memory() -> bool:
 
     Returns:
         True when applied; False (with a warning saying why) where the C library is not
-        glibc, e.g. on macOS, Windows or musl, where the allocator is different anyway.
+        glibc, e.g. on macOS, Windows or musl, where the allocator is different anyway, or
+        where glibc cannot be loaded or refuses the settings.
     """
-    libc = _glibc()
-    if libc is None:
-        warnings.warn(f'retain_freed_memory: only glibc can be tuned this way (this is {platform.system()} '
-                      f'with {platform.libc_ver()[0] or "an unknown C library"}); nothing changed', stacklevel=2)
+    system, libc_name = platform.system(), platform.libc_ver()[0]
+    if system != 'Linux' or libc_name != 'glibc':
+        warnings.warn(f'retain_freed_memory: only glibc can be tuned this way (this is {system} '
+                      f'with {libc_name or "an unknown C library"}); nothing changed', stacklevel=2)
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+    except OSError as err:
+        warnings.warn(f'retain_freed_memory: cannot load glibc ({err}); nothing changed', stacklevel=2)
         return False
     # blocks of any size from the heap, and never give the heap top back
     ok = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, _INT_MAX) == 1
