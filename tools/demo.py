@@ -152,8 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         for family in list_families():
             # the family's fixture: its smallest variant's, else whichever variant has one
             # (CrossFormer's fixture is crossformer_tiny, its smallest model is pp_small)
-            with_fixture = [n for n in list_models(family) if n in fixtures]
-            name = smallest_variant(family) if smallest_variant(family) in fixtures else next(iter(with_fixture), None)
+            name = next((n for n in (smallest_variant(family), *list_models(family)) if n in fixtures), None)
             if name is not None:
                 demo.step(f'official checkpoint: {family}', lambda n=name: check_parity(n, workdir))
         first = next((smallest_variant(f) for f in list_families() if smallest_variant(f) in fixtures), None)

@@ -112,7 +112,7 @@ def _backend_rows(rows: list[dict]) -> list[str]:
             lines.append('| ' + ' | '.join([
                 f"`{r['name']}`", label, mode, _num(_median(thr.get('img_per_s')), '.1f'),
                 _num(_median(_dig(entry, 'latency', 'latency_ms')), '.1f'),
-                _num(None if entry.get('efficiency') is None else 100 * _median(entry['efficiency']), '.1f'),
+                _percent(_median(entry.get('efficiency')), unit=''),
                 _num(thr.get('compile_s'), '.0f') if mode == 'compile' else DASH, kernels or DASH]) + ' |')
         for label, info in r['backends'].items():
             if 'same_kernels_as' in info:
@@ -125,6 +125,10 @@ def _backend_rows(rows: list[dict]) -> list[str]:
 
 def _num(value: float | None, fmt: str) -> str:
     return DASH if value is None else format(value, fmt)
+
+
+def _percent(fraction: float | None, unit: str = '%') -> str:
+    return DASH if fraction is None else f'{100 * fraction:.1f}{unit}'
 
 
 def _throughput(row: dict) -> str:
@@ -184,9 +188,7 @@ def render_readme(rows: list[dict], bench: dict, plots: Sequence[str]) -> str:
         cells = [
             f"`{r['name']}`", r['family'], f"{r['params_m']:.2f}", _num(r['gmacs'], '.3f'), _top1(r),
             _throughput(r), _num(r['latency_ms'], '.1f'),
-            DASH if r['efficiency'] is None else f"{100 * r['efficiency']:.1f}%",
-            _num(r['kept_img_per_s'], '.1f'),
-            DASH if r['kept_efficiency'] is None else f"{100 * r['kept_efficiency']:.1f}%",
+            _percent(r['efficiency']), _num(r['kept_img_per_s'], '.1f'), _percent(r['kept_efficiency']),
             _num(r['onnx_latency_ms'], '.1f'),
             _num(r['memory_mb'].get(1024), '.0f'),
         ]
