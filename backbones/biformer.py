@@ -18,8 +18,10 @@ Differences from the official code:
 - The routed attention runs through ``zoo.attention.routed_attention``: by default an SDPA
   path that gathers the selected key/value regions for a bounded block of query regions at a
   time (the official ``KVGather`` copies every selected region once per query region for the
-  whole map at once: ~100 GB at 600x500 reported by users), or a Triton kernel that reads the
-  regions by index.
+  whole map at once: ~100 GB at 600x500 reported by users), or attends over the whole map
+  under a region mask where the routing is dense; or a Triton kernel that reads the regions
+  by index. Tokens are put in region-major order once, before the qkv projection, so that
+  q, k and v reach it as views (no per-head permutes).
 - ``n_win`` is a constructor argument (7 for classification, 16 / 8 in the official detection
   / segmentation recipes); no parameter depends on it, so one checkpoint serves them all. If
   ``n_win ** 2`` is smaller than a stage's ``topk``, all regions are used (the official code
@@ -78,23 +80,28 @@ class BiLevelRoutingAttention(nn.Module):
         B, H, W, C = x.shape
         h, w = H // n, W // n
         heads, d = self.num_heads, C // self.num_heads
+        # Tokens in region-major order, (B, regions, tokens per region, C): q, k and v are then
+        # views whose regions the routed attention gathers whole, instead of three head/region
+        # permute copies and an element-wise gather.
+        x = x.reshape(B, n, h, n, w, C).transpose(2, 3).reshape(B, n * n, h * w, C)
         q, k, v = self.qkv(x).chunk(3, dim=-1)
-        lepe = self.lepe(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+        def to_map(t: torch.Tensor) -> torch.Tensor:  # (B, R, h*w, C) -> (B, H, W, C)
+            return t.reshape(B, n, n, h, w, C).transpose(2, 3).reshape(B, H, W, C)
+
+        lepe = self.lepe(to_map(v).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
         # Routing: region means of q and k, top-k key regions per query region (no gradient,
         # as in the official non-differentiable routing).
         with torch.no_grad():
-            q_win = q.reshape(B, n, h, n, w, C).mean((2, 4)).reshape(B, n * n, C)
-            k_win = k.reshape(B, n, h, n, w, C).mean((2, 4)).reshape(B, n * n, C)
-            logits = (q_win * self.scale) @ k_win.transpose(-2, -1)
+            logits = (q.mean(2) * self.scale) @ k.mean(2).transpose(-2, -1)
             region_index = torch.topk(logits, k=min(self.topk, n * n), dim=-1).indices
 
-        def to_regions(t: torch.Tensor) -> torch.Tensor:  # (B, H, W, C) -> (B, heads, R, h*w, d)
-            t = t.reshape(B, n, h, n, w, heads, d).permute(0, 5, 1, 3, 2, 4, 6)
-            return t.reshape(B, heads, n * n, h * w, d)
+        def split_heads(t: torch.Tensor) -> torch.Tensor:  # (B, R, h*w, C) -> (B, heads, R, h*w, d), a view
+            return t.reshape(B, n * n, h * w, heads, d).permute(0, 3, 1, 2, 4)
 
-        out = routed_attention(to_regions(q), to_regions(k), to_regions(v), region_index, scale=self.scale)
-        out = out.reshape(B, heads, n, n, h, w, d).permute(0, 2, 4, 3, 5, 1, 6).reshape(B, H, W, C)
+        out = routed_attention(split_heads(q), split_heads(k), split_heads(v), region_index, scale=self.scale)
+        out = to_map(out.permute(0, 2, 3, 1, 4).reshape(B, n * n, h * w, C))
         out = self.proj(out + lepe)
         return crop_to(out, size, channels_last=True)
 

@@ -369,7 +369,13 @@ def _routed_inputs(B, h, R, n_q, n_k, d, dv, topk, dtype=torch.float32):
     return tensors, region_index
 
 
-def test_routed_sdpa_matches_reference() -> None:
+# ROUTED_DENSE_SHARE forcing each form of the SDPA routed op: gathered regions or a region mask.
+ROUTED_FORMS = {'gathered': math.inf, 'masked': 0.0}
+
+
+@pytest.mark.parametrize('form', ROUTED_FORMS)
+def test_routed_sdpa_matches_reference(form: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sdpa_backend, 'ROUTED_DENSE_SHARE', ROUTED_FORMS[form])
     tensors, region_index = _routed_inputs(**ROUTED_SHAPES)
 
     def run(backend):
@@ -378,13 +384,48 @@ def test_routed_sdpa_matches_reference() -> None:
     assert_same_forward_and_grads(run('sdpa'), run('reference'), tensors)
 
 
+@pytest.mark.parametrize('form', ROUTED_FORMS)
+def test_routed_sdpa_reads_region_major_views_in_place(form: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # BiFormer passes q, k and v as head-split views of one (B, R, N, 3 * heads * d) projection.
+    # The SDPA path takes them as they are: the same result as contiguous copies, and its output
+    # is a view of region-major rows as well.
+    monkeypatch.setattr(sdpa_backend, 'ROUTED_DENSE_SHARE', ROUTED_FORMS[form])
+    torch.manual_seed(0)
+    B, R, N, h, d, topk = 2, 9, 3, 2, 4, 3
+    qkv = randn(B, R, N, 3 * h * d)
+    q, k, v = (t.reshape(B, R, N, h, d).permute(0, 3, 1, 2, 4) for t in qkv.chunk(3, dim=-1))
+    assert not q.is_contiguous()
+    assert sdpa_backend._region_rows(k).data_ptr() == k.data_ptr()  # no copy
+    region_index = torch.stack([torch.randperm(R)[:topk] for _ in range(B * R)]).reshape(B, R, topk)
+    out = za.routed_attention(q, k, v, region_index, backend='sdpa')
+    expected = za.routed_attention(q.contiguous(), k.contiguous(), v.contiguous(), region_index, backend='reference')
+    torch.testing.assert_close(out, expected, atol=ATOL, rtol=RTOL)
+    assert out.permute(0, 2, 3, 1, 4).is_contiguous()
+
+
+def test_routed_sdpa_masks_only_dense_routing_within_the_budget() -> None:
+    def masked(B, R, n, topk):
+        q = torch.empty(B, 2, R, n, 8, device='meta')
+        return sdpa_backend._use_mask(q, q, topk)
+
+    share = sdpa_backend.ROUTED_DENSE_SHARE
+    assert masked(32, 49, 4, 16)  # BiFormer stage 3 at 224x224
+    assert not masked(32, 49, 16, 4) and not masked(32, 49, 64, 1)  # stages 2 and 1
+    assert masked(1, 100, 1, math.ceil(share * 100)) and not masked(1, 100, 1, math.ceil(share * 100) - 1)
+    # The mask (B * R * n) x (R * n) bools must fit in ROUTED_GATHER_BYTES.
+    side = math.isqrt(sdpa_backend.ROUTED_GATHER_BYTES)  # R * n with a mask of exactly the budget
+    assert masked(1, 64, side // 64, 64) and not masked(2, 64, side // 64, 64)
+
+
 def test_routed_sdpa_in_blocks_of_query_regions_matches_reference(monkeypatch: pytest.MonkeyPatch) -> None:
-    # With no byte budget beyond the size of k and v, each block gathers for R // topk query
-    # regions: 9 regions, topk 3 -> 3 blocks, forward and (recomputing) backward.
+    # With no byte budget beyond the size of k and v, each block gathers for B * R // topk query
+    # regions: 2 images of 9 regions, topk 3 -> 3 blocks of 6, the middle one spanning both
+    # images, forward and (recomputing) backward.
     monkeypatch.setattr(sdpa_backend, 'ROUTED_GATHER_BYTES', 0)
+    monkeypatch.setattr(sdpa_backend, 'ROUTED_DENSE_SHARE', ROUTED_FORMS['gathered'])
     tensors, region_index = _routed_inputs(B=2, h=2, R=9, n_q=3, n_k=5, d=6, dv=4, topk=3)
     region_index[0] = region_index[0, 0]  # image 0: every query region selects the same regions
-    assert sdpa_backend._region_block(*tensors, topk=3) == 3
+    assert sdpa_backend._rows_per_block(*tensors[1:], topk=3) == 6
 
     def run(backend):
         return lambda q, k, v: za.routed_attention(q, k, v, region_index, backend=backend)

@@ -87,10 +87,15 @@ def test_n_win_changes_no_parameter():
         timm.create_model('biformer_tiny', n_win=0)
 
 
-def test_backends_agree_on_the_model_forward_and_backward(monkeypatch):
-    # Non-divisible input (every stage pads) and a gather budget of zero, so that the SDPA path
-    # splits the query regions into blocks and recomputes them in the backward.
-    monkeypatch.setattr(sdpa_backend, 'ROUTED_GATHER_BYTES', 0)
+@pytest.mark.parametrize('form', ['gathered in blocks', 'masked'])
+def test_backends_agree_on_the_model_forward_and_backward(form, monkeypatch):
+    # Non-divisible input (every stage pads). Gathered in blocks: a gather budget of zero, so
+    # that the SDPA path splits the query regions into blocks and recomputes them in the
+    # backward. Masked: every stage attends over its whole map under a region mask.
+    if form == 'masked':
+        monkeypatch.setattr(sdpa_backend, 'ROUTED_DENSE_SHARE', 0.0)
+    else:
+        monkeypatch.setattr(sdpa_backend, 'ROUTED_GATHER_BYTES', 0)
     x = torch.randn(1, 3, 45, 71)
     results = []
     for backend in ('reference', 'sdpa'):
