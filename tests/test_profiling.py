@@ -120,6 +120,21 @@ def test_kernels_used_sees_fused_sdpa() -> None:
     assert 'aten::bmm' in math_kernels
 
 
+def test_kernels_used_leaves_out_first_use_work() -> None:
+    class BuildsATableOnFirstUse(nn.Module):
+        table: torch.Tensor | None = None
+
+        def forward(self, x):
+            if self.table is None:
+                self.table = torch.arange(4) - torch.arange(4)[:, None]  # aten::sub, once
+            return x * 2
+
+    model = BuildsATableOnFirstUse()
+    used = kernels_used(model, torch.ones(3))
+    assert 'aten::mul' in used and 'aten::sub' not in used
+    assert kernels_used(model, torch.ones(3)) == used
+
+
 def test_measure_speed() -> None:
     threads = torch.get_num_threads()
     result = measure_speed(nn.Linear(32, 32), torch.randn(4, 32), warmup=1, repeats=5, threads=1)
