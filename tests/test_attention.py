@@ -412,9 +412,9 @@ def test_routed_sdpa_masks_only_dense_routing_within_the_budget() -> None:
     assert masked(32, 49, 4, 16)  # BiFormer stage 3 at 224x224
     assert not masked(32, 49, 16, 4) and not masked(32, 49, 64, 1)  # stages 2 and 1
     assert masked(1, 100, 1, math.ceil(share * 100)) and not masked(1, 100, 1, math.ceil(share * 100) - 1)
-    # The mask (B * R * n) x (R * n) bools must fit in ROUTED_GATHER_BYTES.
-    side = math.isqrt(sdpa_backend.ROUTED_GATHER_BYTES)  # R * n with a mask of exactly the budget
-    assert masked(1, 64, side // 64, 64) and not masked(2, 64, side // 64, 64)
+    # The float mask, (B * R * n) x (R * n) values of q's dtype, must fit in ROUTED_GATHER_BYTES.
+    n = math.isqrt(sdpa_backend.ROUTED_GATHER_BYTES // 4 // 64 ** 2)  # the most tokens per region at R = 64
+    assert masked(1, 64, n, 64) and not masked(1, 64, n + 1, 64) and not masked(2, 64, n, 64)
 
 
 def test_routed_sdpa_in_blocks_of_query_regions_matches_reference(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -124,7 +124,7 @@ def neighborhood_attention(
 # themselves if that is larger. Beyond it the query regions are processed in blocks.
 ROUTED_GATHER_BYTES = 64 * 2 ** 20
 # When every query region selects at least this share of all regions, the routed op attends to
-# the whole map under a region mask instead (if the mask fits in ROUTED_GATHER_BYTES): one
+# the whole map under a region mask instead (if the (B, N, N) mask fits in ROUTED_GATHER_BYTES): one
 # dense SDPA call computes the masked logits too, but gathers nothing and runs at a much higher
 # GFLOP/s than many tiny per-region calls. BiFormer's stage 3 at 224x224 (16 of 49 regions of
 # 4 tokens, batch 32, one thread) took 33 ms per layer this way against 46 ms gathered.
@@ -240,7 +240,9 @@ def _routed_masked(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, scale:
     (_, n_q, h, _), n_k = q.shape, k.shape[1]
     regions = torch.arange(R, device=q.device)
     selected = (region_index[..., None] == regions).any(dim=2)  # (B, R query regions, R key regions)
-    mask = selected[:, :, None, :, None].expand(B, R, n_q, R, n_k).reshape(B, 1, R * n_q, R * n_k)
+    # An additive float mask: SDPA would turn a boolean one into this anyway, a second copy.
+    bias = torch.zeros(selected.shape, dtype=q.dtype, device=q.device).masked_fill(~selected, float('-inf'))
+    mask = bias[:, :, None, :, None].expand(B, R, n_q, R, n_k).reshape(B, 1, R * n_q, R * n_k)
 
     def per_image(x: Tensor) -> Tensor:  # (B * R, N, heads, c) -> (B, heads, R * N, c)
         return x.reshape(B, R * x.shape[1], h, x.shape[-1]).transpose(1, 2)
@@ -255,7 +257,7 @@ def _use_mask(q: Tensor, k: Tensor, topk: int) -> bool:
     if topk < ROUTED_DENSE_SHARE * R:
         return False
     # A captured graph serves every batch and size: the share (fixed by the model) decides alone.
-    return is_capturing() or B * R * n_q * R * k.shape[3] <= ROUTED_GATHER_BYTES
+    return is_capturing() or B * R * n_q * R * k.shape[3] * q.element_size() <= ROUTED_GATHER_BYTES
 
 
 def routed_attention(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, *, scale: float) -> Tensor:
