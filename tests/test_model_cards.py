@@ -55,6 +55,17 @@ def _write_inputs(tmp_path: Path) -> tuple[Path, Path]:
     return bench, published
 
 
+def test_machine_line_says_when_the_run_was_pinned(tmp_path):
+    bench, published = _write_inputs(tmp_path)
+    doc = json.loads(bench.read_text())
+    doc['machine'].update(logical_cpus=2, usable_cpus=1, torch_threads=1)  # taskset -c 0
+    bench.write_text(json.dumps(doc))
+    out = tmp_path / 'cards'
+    args = ['--bench', str(bench), '--published', str(published), '--out', str(out), '--models', 'van_b0']
+    assert model_cards.main(args) == 0
+    assert 'Test CPU (AVX2), 2 CPUs, the latest run pinned to 1, 1 torch thread(s)' in (out / 'README.md').read_text()
+
+
 def test_table_shows_the_benchmark_numbers(tmp_path):
     bench, published = _write_inputs(tmp_path)
     out = tmp_path / 'cards'
@@ -75,6 +86,7 @@ def test_table_shows_the_benchmark_numbers(tmp_path):
     assert '13.86' in row_b1 and '— (n/a)' in row_b1
     assert 'Not benchmarked yet (1): `van_b1`' in text
     assert 'fp32 matmul peak 400 GFLOP/s' in text and 'batch 32' in text
+    assert 'Test CPU (AVX2), 2 usable CPUs, 2 torch thread(s)' in text
     for png in model_cards.PLOTS:  # all three have data here
         data = (out / 'plots' / png).read_bytes()
         assert data[:8] == b'\x89PNG\r\n\x1a\n' and len(data) > 5000

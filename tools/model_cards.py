@@ -170,9 +170,12 @@ def render_readme(rows: list[dict], bench: dict, plots: Sequence[str]) -> str:
         '',
     ]
     if machine:
+        cpus, usable = machine.get('logical_cpus'), machine.get('usable_cpus', '?')
+        pinned = isinstance(cpus, int) and isinstance(usable, int) and usable < cpus
+        cpu_text = f'{cpus} CPUs, the latest run pinned to {usable}' if pinned else f'{usable} usable CPUs'
         lines += [
             f"Machine: {machine.get('cpu_model', '?')} ({machine.get('cpu_capability', '?')}), "
-            f"{machine.get('usable_cpus', '?')} usable CPUs, {machine.get('torch_threads', '?')} torch thread(s); "
+            f"{cpu_text}, {machine.get('torch_threads', '?')} torch thread(s); "
             f"torch {machine.get('torch', '?')}, timm {machine.get('timm', '?')}; "
             f"fp32 matmul peak {_num(peak, '.0f')} GFLOP/s.",
             '',
