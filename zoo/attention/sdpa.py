@@ -275,13 +275,14 @@ def routed_attention(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, *, s
     B, h, R, n_q, _ = q.shape
     topk = region_index.shape[2]
     q_rows, k_rows, v_rows = _region_rows(q), _region_rows(k), _region_rows(v)
-    block = _rows_per_block(k, v, topk)
     if _use_mask(q, k, topk):
         out = _routed_masked(q_rows, k_rows, v_rows, region_index, scale)
-    elif block >= B * R:
-        out = _routed_rows(q_rows, k_rows, v_rows, _key_rows(region_index), scale)
-    elif torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
-        out = _BlockedRoutedAttention.apply(q_rows, k_rows, v_rows, _key_rows(region_index), scale, block)
     else:
-        out = _routed_blocks(q_rows, k_rows, v_rows, _key_rows(region_index), scale, block)
+        key_rows, block = _key_rows(region_index), _rows_per_block(k, v, topk)
+        if block >= B * R:
+            out = _routed_rows(q_rows, k_rows, v_rows, key_rows, scale)
+        elif torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+            out = _BlockedRoutedAttention.apply(q_rows, k_rows, v_rows, key_rows, scale, block)
+        else:
+            out = _routed_blocks(q_rows, k_rows, v_rows, key_rows, scale, block)
     return out.reshape(B, R, n_q, h, out.shape[-1]).permute(0, 3, 1, 2, 4)
