@@ -212,7 +212,9 @@ def render_readme(rows: list[dict], bench: dict, plots: Sequence[str]) -> str:
         lines += ['', '## Attention backends and torch.compile', '',
                   'Eager and `torch.compile`d runs per attention backend, for the models measured that way',
                   '(`tools/benchmark.py --compile`, default allocator). A backend that runs the same kernels as',
-                  'an earlier one is not timed again.', '',
+                  'an earlier one is not timed again. Compile (s) is the first compiled call at batch 32; it is',
+                  "much shorter when inductor's on-disk cache already holds the model's kernels (a repeated run).",
+                  '',
                   '| Model | Backend | Mode | img/s | Latency (ms) | Efficiency (%) | Compile (s) '
                   '| Attention kernels |',
                   '|---|---|---|---|---|---|---|---|', *backend_lines]
