@@ -174,3 +174,20 @@ def test_malicious_checkpoints_are_refused(payload, tmp_path):
         with pytest.raises(CheckpointError):
             load_checkpoint_file(path)
     assert not marker.exists()
+
+
+def test_close_distributed_destroys_the_process_group(tmp_path):
+    import torch.distributed as dist
+
+    from zoo.mm.compat import close_distributed
+
+    close_distributed()  # no group yet: nothing to do, no error
+    assert not dist.is_initialized()
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path / "store"}', rank=0, world_size=1)
+    try:
+        assert dist.is_initialized()
+        close_distributed()
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():  # leave no group behind for the other tests
+            dist.destroy_process_group()

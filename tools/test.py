@@ -25,7 +25,7 @@ from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from zoo.mm.compat import setup_cpu_distributed  # noqa: E402
+from zoo.mm.compat import close_distributed, setup_cpu_distributed  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,7 +52,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.launcher == 'pytorch' and not torch.cuda.is_available():
         setup_cpu_distributed(cfg)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
-    return runner.test()
+    try:
+        return runner.test()
+    finally:
+        close_distributed()
 
 
 if __name__ == '__main__':

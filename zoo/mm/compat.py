@@ -162,3 +162,16 @@ def setup_cpu_distributed(cfg: Any) -> None:
     cfg['model_wrapper_cfg'] = wrapper
     cfg['sync_bn'] = None
     sync_bn_to_bn(cfg.get('model', {}))
+
+
+def close_distributed() -> None:
+    """Destroy the default process group, if one is up; a no-op otherwise.
+
+    ``tools/train.py`` and ``tools/test.py`` call it when the run ends (also on error). A
+    process that exits with a gloo group still alive can abort during interpreter shutdown,
+    after a successful run ("terminate called without an active exception", SIGABRT), when
+    gloo's threads release work objects that Python is tearing down (pytorch/pytorch#179291).
+    mmengine's Runner does not destroy the group it runs in.
+    """
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
