@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
 
 pytest.importorskip('mmdet')
 pytest.importorskip('mmseg')
@@ -25,7 +26,7 @@ from mmengine.runner import Runner, load_checkpoint  # noqa: E402
 
 from zoo.checkpoint import CheckpointError, load_checkpoint_file  # noqa: E402
 from zoo.mm import ZooBackbone  # noqa: E402
-from zoo.mm.compat import MMENGINE_CHECKPOINT_GLOBALS, admitted  # noqa: E402
+from zoo.mm.compat import MMENGINE_CHECKPOINT_GLOBALS, admitted, close_distributed  # noqa: E402
 from zoo.mm.demo import CONFIG_DIR, load_tool, load_toy_config  # noqa: E402
 
 # config, dataset writer, save_best metric: mmseg's best score is a numpy float32 (a two-
@@ -177,10 +178,6 @@ def test_malicious_checkpoints_are_refused(payload, tmp_path):
 
 
 def test_close_distributed_destroys_the_process_group(tmp_path):
-    import torch.distributed as dist
-
-    from zoo.mm.compat import close_distributed
-
     close_distributed()  # no group yet: nothing to do, no error
     assert not dist.is_initialized()
     dist.init_process_group('gloo', init_method=f'file://{tmp_path / "store"}', rank=0, world_size=1)
