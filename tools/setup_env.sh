@@ -40,6 +40,15 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 # call; keep the log readable.
 pip() { "$venv/bin/python" -m pip "$@" 2> >(grep -v 'is neither a file nor a directory' >&2); }
 
+# PyPI's Linux torch wheel brings the CUDA libraries (and Triton) along: a full environment
+# is about 6.5 GB. Say so up front rather than leave pip's bare "No space left on device".
+need_gb=7
+free_gb=$(df -Pk "$venv" | awk 'NR == 2 { printf "%d", $4 / 1048576 }')
+if [ "$free_gb" -lt "$need_gb" ] && ! compgen -G "$venv/lib/python*/site-packages/torch" >/dev/null; then
+    log "warning: $free_gb GB free where $venv lives; a new environment takes about $need_gb GB" \
+        "(torch's PyPI wheel brings 3.2 GB of CUDA libraries), and the tests write up to 2 GB more to \$TMPDIR"
+fi
+
 log "installing torch $TORCH, torchvision $TORCHVISION and build tools"
 pip install -q "torch==$TORCH" "torchvision==$TORCHVISION" $BUILD_TOOLS
 
