@@ -83,13 +83,19 @@ def load_toy_config(
         seed: the run's random seed.
 
     Returns:
-        The config, ready for ``Runner.from_cfg``. Its experiment name is unique, so that
-        several runs in one process keep separate loggers and message hubs.
+        The config, ready for ``Runner.from_cfg``. Its experiment name (and visualizer name)
+        is unique, so that several runs in one process keep separate loggers, message hubs
+        and visualizers.
     """
     with _environment(ZOO_TOY_DATA=str(Path(data_root).resolve())):
         cfg = Config.fromfile(str(config))
     cfg.work_dir = str(work_dir)
     cfg.experiment_name = f'{Path(config).stem}_{os.getpid()}_{next(_run_ids)}_{time.strftime("%H%M%S")}'
+    if cfg.get('visualizer'):
+        # mm's runtime bases name the visualizer 'visualizer', and mmengine hands a second
+        # Runner in the process the first one's instance: its logs would land in the first
+        # run's work_dir (or fail once that directory is gone).
+        cfg.visualizer.name = cfg.experiment_name
     cfg.randomness = dict(seed=seed)
     if max_iters is not None:
         _rescale_schedule(cfg, max_iters)
