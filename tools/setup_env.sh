@@ -46,7 +46,7 @@ need_gb=7
 free_gb=$(df -Pk "$venv" | awk 'NR == 2 { printf "%d", $4 / 1048576 }')
 if [ "$free_gb" -lt "$need_gb" ] && ! compgen -G "$venv/lib/python*/site-packages/torch" >/dev/null; then
     log "warning: $free_gb GB free where $venv lives; a new environment takes about $need_gb GB" \
-        "(torch's PyPI wheel brings 3.2 GB of CUDA libraries), and the tests write up to 2 GB more to \$TMPDIR"
+        "(torch's PyPI wheel brings 3.2 GB of CUDA libraries)"
 fi
 
 log "installing torch $TORCH, torchvision $TORCHVISION and build tools"
