@@ -116,11 +116,10 @@ def test_toy_datasets_load_through_the_config_pipelines(toy_data, config):
 def test_runs_in_one_process_log_to_their_own_work_dirs(toy_data, tmp_path):
     # A Runner writes its config through its visualizer as soon as it is built; with mm's
     # shared visualizer name the second run's files went into the first run's directory.
-    runners = [Runner.from_cfg(load_toy_config(RETINANET, toy_data, tmp_path / name)) for name in 'ab']
-    for name, runner in zip('ab', runners):
-        assert [p.parent.parent.parent.name for p in tmp_path.glob('*/*/vis_data/config.py')].count(name) == 1
-        backend = runner.visualizer.get_backend('LocalVisBackend')
-        assert Path(backend._save_dir).is_relative_to(tmp_path / name)
+    for name in 'ab':
+        Runner.from_cfg(load_toy_config(RETINANET, toy_data, tmp_path / name))
+    for name in 'ab':
+        assert len(list((tmp_path / name).glob('*/vis_data/config.py'))) == 1, name
 
 
 def _train(cfg) -> tuple[Runner, np.ndarray]:
