@@ -20,7 +20,9 @@ official code accepts:
   crop back, the depthwise MLP conv keeps the map's real height and width, and the stem and
   the merging layers pad the bottom/right to a multiple of their stride (the official
   detection stem does the same; its merging layers drop an odd last row/column instead, so
-  our maps are ``ceil(H / stride)`` like every zoo model's).
+  our maps are ``ceil(H / stride)`` like every zoo model's). ``odd_merge='floor'`` merges
+  odd maps as the official dense backbones do (``floor(H / 2)``), to reproduce their outputs
+  at sizes whose stage maps are odd.
 - The deformable convolution is ``zoo.layers.DeformConv2dPack`` (``torchvision.ops.
   deform_conv2d``, or its exact grid_sample + matmul decomposition, used on CPU and for ONNX)
   instead of the official compiled CUDA DCNv1; same parameters and offset layout.
@@ -177,27 +179,38 @@ class LitBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
+ODD_MERGE_MODES = ('pad', 'floor')
+
+
 class DeformTokenMerging(nn.Module):
     """DTM: 2x2 stride-2 deformable conv - BatchNorm - GELU, on channels-last maps.
-
-    Odd heights/widths are zero-padded at the bottom/right first.
 
     Args:
         dim: input channels.
         out_dim: output channels.
         act_layer: activation.
         dcn_impl: deformable conv implementation (see ``zoo.layers.deform_conv2d``).
+        odd_merge: what an odd height/width becomes (see ``LITv2``): ``'pad'`` zero-pads the
+            bottom/right first (``ceil(H / 2)``), ``'floor'`` convolves the map as it is
+            (``floor(H / 2)``, the official dense backbones).
     """
 
     def __init__(self, dim: int, out_dim: int, act_layer: Callable[..., nn.Module] = nn.GELU,
-                 dcn_impl: str | None = None):
+                 dcn_impl: str | None = None, odd_merge: str = 'pad'):
         super().__init__()
+        if odd_merge not in ODD_MERGE_MODES:
+            raise ValueError(f'odd_merge must be one of {ODD_MERGE_MODES}, got {odd_merge!r}')
+        self.odd_merge = odd_merge
         self.dconv = DeformConv2dPack(dim, out_dim, kernel_size=2, stride=2, impl=dcn_impl)
         self.norm = nn.BatchNorm2d(out_dim)
         self.act = act_layer()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, _ = pad_to_multiple(x.permute(0, 3, 1, 2), 2)
+        x = x.permute(0, 3, 1, 2)
+        if self.odd_merge == 'pad':
+            x, _ = pad_to_multiple(x, 2)
+        # 'floor': the unpadded stride-2 conv has no output pixel for an odd last row/column,
+        # but its deformed taps still sample that row/column (the official op sees the whole map).
         return self.act(self.norm(self.dconv(x))).permute(0, 2, 3, 1)
 
 
@@ -233,17 +246,18 @@ class LitStage(nn.Module):
         num_heads: attention heads.
         window_size: HiLo ``ws`` (None: MLP-only blocks).
         downsample: start with a deformable token merging layer.
-        alpha, mlp_ratio, qkv_bias, drop, norm_layer, act_layer, dcn_impl: see ``LITv2``.
+        alpha, mlp_ratio, qkv_bias, drop, norm_layer, act_layer, dcn_impl, odd_merge: see ``LITv2``.
         drop_path: per-block stochastic depth rates.
     """
 
     def __init__(self, in_dim: int, dim: int, depth: int, num_heads: int, window_size: int | None,
                  downsample: bool, alpha: float, mlp_ratio: float, qkv_bias: bool, drop: float,
                  drop_path: list[float], norm_layer: Callable[..., nn.Module],
-                 act_layer: Callable[..., nn.Module], dcn_impl: str | None):
+                 act_layer: Callable[..., nn.Module], dcn_impl: str | None, odd_merge: str = 'pad'):
         super().__init__()
         self.grad_checkpointing = False
-        self.downsample = DeformTokenMerging(in_dim, dim, act_layer, dcn_impl) if downsample else nn.Identity()
+        self.downsample = DeformTokenMerging(in_dim, dim, act_layer, dcn_impl, odd_merge) if downsample \
+            else nn.Identity()
         self.blocks = nn.Sequential(*[
             LitBlock(dim, num_heads, window_size, alpha, mlp_ratio, qkv_bias, drop, drop_path[j],
                      norm_layer, act_layer)
@@ -279,6 +293,15 @@ class LITv2(StagedModel):
             ``'decomposed'`` (grid_sample + matmul, exact, faster on CPU) or None (the
             ``zoo.layers.deform_conv2d`` default: the decomposition on CPU and in ONNX
             export, torchvision's kernel on other devices).
+        odd_merge: what the stride-2 merging layers do with an odd height or width.
+            ``'pad'`` (default) zero-pads the bottom/right row/column first, so stage maps are
+            ``ceil(H / stride)`` like every zoo model's and no input pixel is left without
+            an output. ``'floor'`` merges the map as it is, as the official detection and
+            segmentation backbones do: the output is ``floor(H / 2)`` and the last
+            row/column is only seen through the deformed taps. Identical at sizes whose
+            stage maps are even (inputs that are multiples of 32); choose ``'floor'`` to
+            reproduce the official dense weights' outputs at other sizes (e.g. whole-image
+            segmentation at 512x683).
     """
     stage_layout = 'NHWC'  # the stages pass token grids (B, H, W, C)
     head_modules = ('norm',)  # the classification LayerNorm only feeds the head
@@ -301,10 +324,13 @@ class LITv2(StagedModel):
             norm_layer: Callable[..., nn.Module] = nn.LayerNorm,
             act_layer: Callable[..., nn.Module] = nn.GELU,
             dcn_impl: str | None = None,
+            odd_merge: str = 'pad',
     ):
         super().__init__()
         if not (len(depths) == len(num_heads) == len(local_ws)):
             raise ValueError('depths, num_heads and local_ws need one entry per stage')
+        if odd_merge not in ODD_MERGE_MODES:
+            raise ValueError(f'odd_merge must be one of {ODD_MERGE_MODES}, got {odd_merge!r}')
         num_stages = len(depths)
         dims = [embed_dim * 2 ** i for i in range(num_stages)]
         self.num_classes = num_classes
@@ -324,7 +350,7 @@ class LITv2(StagedModel):
                 reduction *= 2
             stages.append(LitStage(
                 dims[max(i - 1, 0)], dims[i], depths[i], num_heads[i], local_ws[i] or None, i > 0, alpha,
-                mlp_ratio, qkv_bias, drop_rate, dpr[i], norm_layer, act_layer, dcn_impl))
+                mlp_ratio, qkv_bias, drop_rate, dpr[i], norm_layer, act_layer, dcn_impl, odd_merge))
             self.feature_info.append(dict(num_chs=dims[i], reduction=reduction, module=f'stages.{i}'))
         self.stages = nn.Sequential(*stages)
         self.norm = norm_layer(self.num_features)

@@ -1,6 +1,8 @@
 """LITv2: HiLo attention against the official math, any input size, official checkpoint layout."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import timm
 import torch
@@ -9,7 +11,7 @@ import torch.nn.functional as F
 from backbones.litv2 import HiLoAttention, checkpoint_filter_fn
 from zoo.attention import use_backend
 from zoo.checkpoint import CheckpointError
-from zoo_testutils import parity_checkpoint, parity_fixture, parity_input, rel_err
+from zoo_testutils import DATA, parity_checkpoint, parity_fixture, parity_input, rel_err, rule_tensor
 
 
 def _official_hilo(attn: HiLoAttention, tokens: torch.Tensor, H: int, W: int) -> torch.Tensor:
@@ -118,3 +120,86 @@ def test_pretrained_cfgs_follow_the_official_evaluation():
     cfg384 = get_pretrained_cfg('litv2_base.official_in1k_384')
     assert cfg384.input_size == (3, 384, 384) and cfg384.crop_pct == 1.0  # TEST.CROP False
     assert cfg384.url.endswith('/litv2_b_384.pth')
+
+
+def _official_dense_weights(name: str) -> tuple[dict, dict[str, torch.Tensor], dict[int, dict[str, torch.Tensor]]]:
+    """A dense parity fixture, its official backbone weights and its per-output norms (``norm{i}``)."""
+    fx = json.loads((DATA / 'dense_parity' / f'{name}.json').read_text())
+    sd, norms = {}, {}
+    for key, shape, dtype, kind, *literal in fx['state_dict']:
+        value = torch.tensor(literal[0], dtype=getattr(torch, dtype)).reshape(shape) if kind == 'literal' \
+            else rule_tensor(key, shape)
+        if key.startswith('norm'):
+            index, param = key[len('norm'):].split('.')
+            norms.setdefault(int(index), {})[param] = value
+        else:
+            sd[key] = value
+    return fx, sd, norms
+
+
+def _official_map_sizes(h: int, w: int) -> list[tuple[int, int]]:
+    # The official dense backbone: the stem pads to a multiple of 4, each unpadded 2x2
+    # stride-2 merge gives floor(size / 2).
+    sizes = [(-(-h // 4), -(-w // 4))]
+    for _ in range(3):
+        sizes.append((sizes[-1][0] // 2, sizes[-1][1] // 2))
+    return sizes
+
+
+def test_floor_merge_gives_the_official_dense_outputs_at_odd_sizes():
+    # The official segmentation backbone's outputs (every output behind an nn.LayerNorm, eps
+    # 1e-5) at an even size and at one whose stage maps are odd (51x69, 25x34, 12x17: the
+    # merges drop the last row/column, HiLo pads 12x17 to 12x18).
+    fx, sd, norms = _official_dense_weights('litv2_small_seg')
+    model = timm.create_model('litv2_small', odd_merge='floor', num_classes=0).eval()
+    missing, unexpected = model.load_state_dict(checkpoint_filter_fn(sd, model), strict=False)
+    assert sorted(missing) == ['norm.bias', 'norm.weight'] and not unexpected  # the classifier's norm only
+    for case in fx['cases']:
+        x = torch.randn(*case['input']['shape'], generator=torch.Generator().manual_seed(case['input']['seed']))
+        with torch.no_grad():
+            feats = model.forward_intermediates(x, intermediates_only=True)
+        assert [tuple(f.shape[-2:]) for f in feats] == _official_map_sizes(*x.shape[-2:])
+        for i, (f, ref) in enumerate(zip(feats, case['outputs'])):
+            out = F.layer_norm(f.permute(0, 2, 3, 1), (f.shape[1],), norms[i]['weight'], norms[i]['bias'],
+                               eps=1e-5).permute(0, 3, 1, 2)
+            assert list(out.shape) == ref['shape']
+            idx = torch.randint(0, out.numel(), (256,), generator=torch.Generator().manual_seed(i))
+            assert rel_err(out.flatten()[idx], torch.tensor(ref['samples'])) <= 1e-4, (case['input'], i)
+            assert rel_err(out[0].mean(dim=(1, 2)), torch.tensor(ref['channel_means'])) <= 1e-4, (case['input'], i)
+
+
+def _with_offsets(model: torch.nn.Module) -> torch.nn.Module:
+    # Non-zero offset convs (they start at zero): the deformed taps then reach the odd last
+    # row/column that 'floor' gives no output pixel of its own.
+    for name, param in model.named_parameters():
+        if 'conv_offset' in name:
+            torch.nn.init.normal_(param, std=0.05)
+    return model
+
+
+def test_odd_merge_modes_differ_only_at_odd_maps():
+    torch.manual_seed(0)
+    pad = _with_offsets(timm.create_model('litv2_small', num_classes=0)).eval()
+    floor = timm.create_model('litv2_small', num_classes=0, odd_merge='floor').eval()
+    floor.load_state_dict(pad.state_dict())
+    with torch.no_grad():
+        even = torch.randn(1, 3, 96, 160)  # multiples of 32: every merged map is even
+        assert all(torch.equal(a, b) for a, b in zip(pad.forward_intermediates(even, intermediates_only=True),
+                                                     floor.forward_intermediates(even, intermediates_only=True)))
+        odd = torch.randn(1, 3, 100, 132)  # stage-1 map 25x33
+        shapes = {name: [tuple(f.shape[-2:]) for f in m.forward_intermediates(odd, intermediates_only=True)]
+                  for name, m in (('pad', pad), ('floor', floor))}
+    assert shapes['pad'] == [(25, 33), (13, 17), (7, 9), (4, 5)]  # ceil(H / stride)
+    assert shapes['floor'] == _official_map_sizes(100, 132) == [(25, 33), (12, 16), (6, 8), (3, 4)]
+    with pytest.raises(ValueError, match='odd_merge'):
+        timm.create_model('litv2_small', odd_merge='crop')
+
+
+def test_floor_merge_exports_to_onnx_with_dynamic_sizes(tmp_path):
+    from zoo.export import check_onnx, export_onnx
+    torch.manual_seed(0)
+    model = _with_offsets(timm.create_model('litv2_small', features_only=True, odd_merge='floor')).eval()
+    info = export_onnx(model, tmp_path / 'litv2_floor.onnx', input_size=(1, 3, 128, 160))
+    assert info.dynamic_axes == ['batch', 'height', 'width']
+    errors = check_onnx(model, info.path, torch.randn(1, 3, 100, 132))  # odd maps: floor merges
+    assert max(errors.values()) <= 1e-4, errors
