@@ -19,7 +19,7 @@ Differences from the official code:
   in the official dense backbones, every attention pads its map (bottom/right) to a multiple
   of G (LDA: G * I) and gives the padded keys a -1e6 bias, so padded tokens never change real
   tokens; when a stage is no larger than its group (``min(H, W) <= G``) the blocks attend over
-  the whole stage (the dense backbone's rule), decided per call from the input size: the
+  the whole stage (the ``main`` dense backbone's rule; v1's below), decided per call from the input size: the
   official dense backbone instead flips a flag of the module inside ``forward`` for good, so
   one small image turns the block's LDA into SDA for every later input. The official dense
   backbone pads the whole-stage group to a square ``max(H, W)``; attending over the ``H x W``
@@ -29,6 +29,18 @@ Differences from the official code:
   ``ceil(H / 2 ** (i + 2))`` rows.
 - Group sizes and intervals are constructor arguments (no parameter depends on them): the
   official dense recipes use G = 7 and I = (8, 4, 2, 1) for CrossFormer++ as well.
+- Two long-distance groupings, on the same weights (``lda_grouping``). ``'main'`` (branch
+  ``main`` of the official repository, CrossFormer++ and its dense code): a group takes every
+  I-th token of a ``(G*I) x (G*I)`` region, so a map holds ``I x I`` groups of ``G x G`` per
+  region. ``'v1'`` (branch ``crossformer``, the original release whose dense code trained the
+  published v1 detectors and segmenters): the map is padded to a multiple of I and split into
+  ``I x I`` groups only, each the tokens with the same (row mod I, column mod I), spanning the
+  whole map (``ceil(H / I) x ceil(W / I)`` tokens, with the DPB of that group size); on maps no
+  larger than a group (``min(H, W) <= G``) v1 attends in square groups of side ``min(H, W)``
+  (padded) instead of over the whole stage, again decided per call (the v1 code also stores
+  that side as the block's group size for good). Both agree at 224 x 224, where every stage
+  is G * I tokens wide (56, 28, 14, then 7 <= G), so a v1 group is a ``main`` group; they
+  differ at dense sizes.
 - The DPB bias is cached per (group size, device, dtype) in eval mode
   (``zoo.layers.DynamicPositionBias``) instead of running the MLP at every forward, and the
   grouped attention runs through ``zoo.attention.grouped_attention`` (SDPA).
@@ -48,14 +60,17 @@ from timm.models import generate_default_cfgs, register_model
 from timm.models._manipulate import adapt_input_conv, checkpoint_seq
 
 from zoo.attention import dense_attention
-from zoo.attention.grouped import grouped_attention
+from zoo.attention.grouped import grouped_attention, strided_group_size
 from zoo.builder import build_zoo_model
 from zoo.checkpoint import rename_keys
 from zoo.layers import pad_to_multiple
 from zoo.layers.dynamic_position_bias import DynamicPositionBias
 from zoo.staged import StagedModel, check_global_pool
 
-__all__ = ['CrossFormer']
+__all__ = ['CrossFormer', 'LDA_GROUPINGS']
+
+# The long-distance groupings of the official code's two branches (CrossFormer.lda_grouping).
+LDA_GROUPINGS = ('main', 'v1')
 
 
 def _split_dims(out_dim: int, num_kernels: int) -> list[int]:
@@ -106,20 +121,29 @@ class CrossFormerAttention(nn.Module):
         long_distance: LDA instead of SDA.
         qkv_bias: bias of the qkv projection.
         proj_drop: dropout after the output projection.
+        lda_grouping: ``'main'`` (LDA groups of G x G tokens I apart inside (G*I) x (G*I)
+            regions; maps no larger than a group attend as one group) or ``'v1'`` (the
+            original release: I x I groups of the tokens I apart, each spanning the whole map;
+            maps no larger than a group attend in square groups of side min(H, W)). See the
+            module docstring; no parameter depends on it.
     """
 
     def __init__(self, dim: int, num_heads: int, group_size: int = 7, interval: int = 8,
-                 long_distance: bool = False, qkv_bias: bool = True, proj_drop: float = 0.):
+                 long_distance: bool = False, qkv_bias: bool = True, proj_drop: float = 0.,
+                 lda_grouping: str = 'main'):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f'dim {dim} is not divisible by num_heads {num_heads}')
         for name, value in (('group_size', group_size), ('interval', interval)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f'{name} must be a positive int, got {value!r}')
+        if lda_grouping not in LDA_GROUPINGS:
+            raise ValueError(f'lda_grouping must be one of {LDA_GROUPINGS}, got {lda_grouping!r}')
         self.num_heads = num_heads
         self.group_size = group_size
         self.interval = interval
         self.long_distance = long_distance
+        self.lda_grouping = lda_grouping
         self.scale = (dim // num_heads) ** -0.5
         self.pos = DynamicPositionBias(dim // 16, num_heads)
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
@@ -132,14 +156,23 @@ class CrossFormerAttention(nn.Module):
                            '(min(H, W) <= G), over the whole stage, chosen from the input size')
 
     def whole_stage(self, size: tuple[int, int]) -> bool:
-        """Whether an ``H x W`` map is no larger than a group: then attend over all of it."""
-        return bool(min(size[0], size[1]) <= self.group_size)
+        """Whether an ``H x W`` map is attended as one group (``'main'``: no larger than a group)."""
+        return self.lda_grouping == 'main' and bool(min(size[0], size[1]) <= self.group_size)
 
     def grouping(self, size: tuple[int, int]) -> tuple[tuple[int, int], int]:
         """(group (gh, gw), interval) used for an ``H x W`` map; decided per call, no state."""
-        if self.whole_stage(size):
-            return (size[0], size[1]), 1
-        return (self.group_size, self.group_size), (self.interval if self.long_distance else 1)
+        H, W = int(size[0]), int(size[1])  # Python ints also while tracing (a static export)
+        if min(H, W) <= self.group_size:
+            # The official dense backbones' small-map rule: SDA over the whole stage ('main'),
+            # or SDA in square groups of side min(H, W) ('v1'; it also stores that side as
+            # the block's group size for later inputs, which is not copied here).
+            return ((H, W) if self.lda_grouping == 'main' else (min(H, W),) * 2), 1
+        if not self.long_distance:
+            return (self.group_size, self.group_size), 1
+        if self.lda_grouping == 'v1':
+            # One region over the whole map padded to a multiple of I: I x I groups.
+            return strided_group_size((H, W), self.interval), self.interval
+        return (self.group_size, self.group_size), self.interval
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
@@ -157,14 +190,20 @@ class CrossFormerAttention(nn.Module):
             x = x.reshape(B, heads, H, W, -1)
         else:
             group, interval = self.grouping((H, W))
-            bias = self.pos(group, dtype=q.dtype, device=q.device)
+            if self.lda_grouping == 'v1' and interval > 1:
+                # A v1 LDA group spans the map, so its size (and bias) follows the input size:
+                # computed per call, as the official code does, rather than cached per image
+                # size (an entry is heads x N x N, 13 MB per block at COCO's 800 x 1333).
+                bias = self.pos.compute(group, q.device).to(q.dtype)
+            else:
+                bias = self.pos(group, dtype=q.dtype, device=q.device)
             x = grouped_attention(q, k, v, group, interval=interval, attn_bias=bias, scale=self.scale)
         x = x.permute(0, 2, 3, 1, 4).reshape(B, H, W, C)
         return self.proj_drop(self.proj(x))
 
     def extra_repr(self) -> str:
         kind = f'LDA, interval={self.interval}' if self.long_distance else 'SDA'
-        return f'num_heads={self.num_heads}, group_size={self.group_size}, {kind}'
+        return f'num_heads={self.num_heads}, group_size={self.group_size}, {kind}, lda_grouping={self.lda_grouping}'
 
 
 class CrossFormerBlock(nn.Module):
@@ -182,14 +221,16 @@ class CrossFormerBlock(nn.Module):
         drop_path: stochastic depth rate.
         acl: apply ``LN(DWConv3x3(x))`` to the output (CrossFormer++'s active cross-layer
             guidance; official names ``ex_conv``/``ex_ln``).
+        lda_grouping: ``'main'`` or ``'v1'`` (see ``CrossFormerAttention``).
     """
 
     def __init__(self, dim: int, num_heads: int, group_size: int, interval: int, long_distance: bool,
                  mlp_ratio: float = 4., qkv_bias: bool = True, drop: float = 0., drop_path: float = 0.,
-                 acl: bool = False):
+                 acl: bool = False, lda_grouping: str = 'main'):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = CrossFormerAttention(dim, num_heads, group_size, interval, long_distance, qkv_bias, drop)
+        self.attn = CrossFormerAttention(dim, num_heads, group_size, interval, long_distance, qkv_bias, drop,
+                                         lda_grouping=lda_grouping)
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=drop)
@@ -252,6 +293,12 @@ class CrossFormer(StagedModel):
             dense recipes, (4, 2, 1, 1) for CrossFormer++ classification.
         acl: CrossFormer++'s active cross-layer guidance after every third block of a stage
             (not after the last one).
+        lda_grouping: how LDA forms its groups: ``'main'`` (G x G groups of tokens I apart
+            inside (G*I) x (G*I) regions; branch ``main`` of the official code, CrossFormer++)
+            or ``'v1'`` (I x I groups of tokens I apart, each spanning the whole map; branch
+            ``crossformer``, which trained the released v1 detection and segmentation
+            weights). The two agree at 224 x 224 and on the same weights; see the module
+            docstring for the small-map rule that goes with each.
         patch_sizes: kernel sizes of the stem CEL (stride = the first).
         merge_sizes: kernel sizes of each merging CEL (stride 2).
         mlp_ratio: MLP expansion.
@@ -273,6 +320,7 @@ class CrossFormer(StagedModel):
             group_size: int | tuple[int, ...] = 7,
             interval: int | tuple[int, ...] = (8, 4, 2, 1),
             acl: bool = False,
+            lda_grouping: str = 'main',
             patch_sizes: tuple[int, ...] = (4, 8, 16, 32),
             merge_sizes: tuple[int, ...] = (2, 4),
             mlp_ratio: float = 4.,
@@ -288,8 +336,11 @@ class CrossFormer(StagedModel):
         self.num_classes = num_classes
         self.global_pool = check_global_pool(global_pool)
         self.in_chans = in_chans
+        if lda_grouping not in LDA_GROUPINGS:
+            raise ValueError(f'lda_grouping must be one of {LDA_GROUPINGS}, got {lda_grouping!r}')
         self.group_size = group_size
         self.interval = interval
+        self.lda_grouping = lda_grouping
         dims = [embed_dim * 2 ** i for i in range(n)]
         self.num_features = self.head_hidden_size = dims[-1]
         self.drop_rate = drop_rate
@@ -309,7 +360,7 @@ class CrossFormer(StagedModel):
                 CrossFormerBlock(
                     dim, num_heads[i], group_size[i], interval[i], long_distance=j % 2 == 1,
                     mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate, drop_path=dpr[i][j],
-                    acl=acl and (j + 1) % 3 == 0 and j < depth - 1)
+                    acl=acl and (j + 1) % 3 == 0 and j < depth - 1, lda_grouping=lda_grouping)
                 for j in range(depth)]
             stages.append(CrossFormerStage(downsample, blocks))
             self.feature_info.append(dict(num_chs=dim, reduction=reduction, module=f'stages.{i}'))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import zoo.attention as za
-from zoo.attention.grouped import grouped_attention, grouped_attention_reference
+from zoo.attention.grouped import grouped_attention, grouped_attention_reference, strided_group_size
 from zoo.layers.dynamic_position_bias import DynamicPositionBias, relative_position_index
 
 
@@ -80,6 +80,54 @@ def test_padding_values_do_not_reach_real_tokens_and_gradients_agree():
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
     assert all(torch.isfinite(g).all() for g in grads[1])
+
+
+def _v1_lda_by_hand(q, k, v, interval, bias):
+    """CrossFormer v1's long-distance attention written out from its description (branch
+    crossformer, models/crossformer_backbone.py): a group is every token with the same (row mod
+    I, column mod I) in the whole map; a token's place in it is (row // I, column // I) of a
+    ceil(H / I) x ceil(W / I) group; padded tokens never appear."""
+    B, heads, H, W, d = q.shape
+    gh, gw = -(-H // interval), -(-W // interval)
+    tokens = [(y, x) for y in range(H) for x in range(W)]
+    same = torch.tensor([[(y % interval, x % interval) == (a % interval, b % interval) for (a, b) in tokens]
+                         for (y, x) in tokens])
+    place = torch.tensor([(y // interval) * gw + x // interval for (y, x) in tokens])
+    assert bias.shape[-1] == gh * gw
+    logits = q.reshape(B, heads, H * W, d) @ k.reshape(B, heads, H * W, d).transpose(-1, -2) * d ** -0.5
+    logits = logits + bias[:, place[:, None], place[None, :]]
+    out = logits.masked_fill(~same, float('-inf')).softmax(-1) @ v.reshape(B, heads, H * W, -1)
+    return out.reshape(B, heads, H, W, -1)
+
+
+@pytest.mark.parametrize('backend', ['reference', 'sdpa'])
+@pytest.mark.parametrize('H, W, interval', [(16, 24, 8), (13, 22, 4), (9, 31, 2), (6, 13, 1)])
+def test_v1_strided_groups_over_the_whole_map(backend, H, W, interval):
+    # One block over the map padded to a multiple of I: I x I groups spanning the whole map.
+    group = strided_group_size((H, W), interval)
+    assert group == (-(-H // interval), -(-W // interval))
+    q, k, v = _qkv(2, 3, H, W, 8, seed=3)
+    n = group[0] * group[1]
+    bias = torch.randn(3, n, n, generator=torch.Generator().manual_seed(4))
+    expected = _v1_lda_by_hand(q, k, v, interval, bias)
+    got = grouped_attention(q, k, v, group, interval=interval, attn_bias=bias, backend=backend)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(grouped_attention_reference(q, k, v, group, interval=interval, attn_bias=bias),
+                               expected, atol=1e-5, rtol=1e-4)
+
+
+def test_v1_strided_groups_gradients_agree_between_backends():
+    q, k, v = (t.requires_grad_() for t in _qkv(1, 2, 13, 22, 4, seed=5))
+    group = strided_group_size((13, 22), 4)  # padded to 16 x 24
+    bias = torch.randn(2, group[0] * group[1], group[0] * group[1], requires_grad=True)
+    results = []
+    for backend in ('reference', 'sdpa'):
+        out = grouped_attention(q, k, v, group, interval=4, attn_bias=bias, backend=backend)
+        grads = torch.autograd.grad(out.square().sum(), (q, k, v, bias))
+        results.append((out.detach(), grads))
+    torch.testing.assert_close(results[1][0], results[0][0], atol=1e-5, rtol=1e-4)
+    for a, b in zip(results[1][1], results[0][1], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
 
 
 def test_bad_arguments():

@@ -1,5 +1,6 @@
 """CrossFormer / CrossFormer++: official dense outputs at padded sizes, no state kept between
-inputs, group size / interval as arguments, ACL placement, checkpoints (v1 buffers, yacs
+inputs, group size / interval as arguments, the v1 long-distance grouping (lda_grouping='v1')
+against the original release's dense code, ACL placement, checkpoints (v1 buffers, yacs
 config), manual-download hosts, backends.
 
 The official logits at 224 are checked by tests/test_parity.py (fixture crossformer_tiny); the
@@ -20,7 +21,7 @@ import torch
 import zoo.attention as za
 from backbones.crossformer import CrossFormer, CrossFormerAttention, checkpoint_filter_fn
 from zoo.checkpoint import CheckpointError
-from zoo_testutils import parity_checkpoint, rel_err
+from zoo_testutils import parity_checkpoint, rel_err, rule_tensor
 
 DATA = Path(__file__).parent / 'data'
 
@@ -206,3 +207,113 @@ def test_position_bias_is_cached_in_eval_and_follows_new_weights():
         fresh.load_state_dict(model.state_dict())
         torch.testing.assert_close(c, fresh(x))
         assert not torch.allclose(a, c)
+
+
+# --- the v1 long-distance grouping (branch crossformer of the official repository) ---------------
+
+
+def _official_dense_weights(fixture: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """A dense parity fixture and its official dense backbone's weights (the fill rule)."""
+    fx = json.loads((DATA / 'dense_parity' / f'{fixture}.json').read_text())
+    return fx, {key: rule_tensor(key, shape) for key, shape, *_ in fx['state_dict']}
+
+
+def test_v1_dense_outputs_of_the_semantic_fpn_recipe():
+    # The v1 Semantic FPN backbone (G = (14, 14, 7, 7), I = (16, 8, 2, 1)), outputs recorded from
+    # the original release's dense code. 192x416 pads every LDA (48 x 104 to 48 x 112 at I = 16)
+    # and its last stage (6 x 13) is smaller than G: v1 then attends in 6 x 6 groups.
+    fx, official = _official_dense_weights('crossformer_small_fpn_seg')
+    assert fx['official_branch'] == 'crossformer' and fx['official_kwargs']['crs_interval'] == [16, 8, 2, 1]
+    torch.set_num_threads(1)
+    models = {}
+    for grouping in ('v1', 'main'):
+        model = timm.create_model('crossformer_small', num_classes=0, group_size=(14, 14, 7, 7),
+                                  interval=(16, 8, 2, 1), lda_grouping=grouping).eval()
+        missing, unexpected = model.load_state_dict(checkpoint_filter_fn(official, model), strict=False)
+        assert set(missing) == {'norm.weight', 'norm.bias'} and not unexpected  # no classifier norm
+        models[grouping] = model
+    for case in fx['cases']:
+        x = torch.randn(*case['input']['shape'], generator=torch.Generator().manual_seed(case['input']['seed']))
+        with torch.no_grad():
+            feats = models['v1'].forward_intermediates(x, intermediates_only=True)
+        for i, (f, ref) in enumerate(zip(feats, case['outputs'], strict=True)):
+            assert list(f.shape) == ref['shape']
+            assert rel_err(f[0].mean((1, 2)), torch.tensor(ref['channel_means'])) <= 1e-4, (case['input'], i)
+            idx = torch.randint(0, f.numel(), (len(ref['samples']),), generator=torch.Generator().manual_seed(i))
+            assert rel_err(f.flatten()[idx], torch.tensor(ref['samples'])) <= 1e-4, (case['input'], i)
+    # Branch main's grouping on the same weights is far off from stage 2 on. (Stages 0 and 1
+    # agree here: while a map fits in one (G*I) x (G*I) region, a main group holds the same
+    # real tokens as a v1 group, and the DPB depends only on relative offsets.)
+    with torch.no_grad():
+        feats = models['main'].forward_intermediates(x, intermediates_only=True)
+    assert rel_err(feats[-1][0].mean((1, 2)), torch.tensor(case['outputs'][-1]['channel_means'])) > 1e-2
+
+
+def test_v1_grouping_rule():
+    sda = CrossFormerAttention(64, 2, group_size=7, interval=8, long_distance=False, lda_grouping='v1')
+    lda = CrossFormerAttention(64, 2, group_size=7, interval=8, long_distance=True, lda_grouping='v1')
+    assert lda.grouping((64, 96)) == ((8, 12), 8)  # I x I groups of 8 x 12 tokens, 8 apart
+    assert lda.grouping((60, 90)) == ((8, 12), 8)  # padded to 64 x 96
+    assert sda.grouping((64, 96)) == ((7, 7), 1)
+    # min side <= G: square groups of side min(H, W) for SDA and LDA alike (main: the whole stage)
+    assert lda.grouping((6, 13)) == ((6, 6), 1) and sda.grouping((13, 7)) == ((7, 7), 1)
+    assert not lda.whole_stage((6, 13))
+    main = CrossFormerAttention(64, 2, group_size=7, interval=8, long_distance=True)
+    assert main.grouping((64, 96)) == ((7, 7), 8) and main.grouping((6, 13)) == ((6, 13), 1)
+    with pytest.raises(ValueError, match='lda_grouping must be one of'):
+        CrossFormerAttention(64, 2, lda_grouping='v2')
+    with pytest.raises(ValueError, match='lda_grouping must be one of'):
+        _small_model(lda_grouping='crossformer')
+
+
+def test_v1_and_main_share_weights_agree_at_224_and_differ_at_dense_sizes():
+    main = _small_model(group_size=7, interval=(8, 4, 2, 1)).eval()
+    v1 = _small_model(group_size=7, interval=(8, 4, 2, 1), lda_grouping='v1').eval()
+    assert v1.state_dict().keys() == main.state_dict().keys()
+    v1.load_state_dict(main.state_dict(), strict=True)  # no new parameters
+    with torch.no_grad():
+        x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(v1(x), main(x), atol=1e-5, rtol=1e-5)
+        x = torch.randn(1, 3, 256, 320, generator=torch.Generator().manual_seed(1))
+        ours = v1.forward_intermediates(x, intermediates_only=True)
+        theirs = main.forward_intermediates(x, intermediates_only=True)
+    # (every stage: stage 0 has 64 x 80 tokens, more than one 56 x 56 region of branch main)
+    assert all(rel_err(a, b) > 1e-3 for a, b in zip(ours, theirs)), [rel_err(a, b) for a, b in zip(ours, theirs)]
+
+
+def test_v1_small_input_then_large_equals_large_alone():
+    # The v1 dense code stores min(H, W) as the block's group size once a map is no larger than
+    # its group; here every call decides for itself.
+    model = _small_model(lda_grouping='v1').eval()
+    large = torch.randn(1, 3, 256, 320, generator=torch.Generator().manual_seed(1))
+    small = torch.randn(1, 3, 160, 96, generator=torch.Generator().manual_seed(2))  # stage 2: 10 x 6
+    with torch.no_grad():
+        alone = model.forward_intermediates(large, intermediates_only=True)
+        model(small)
+        after = model.forward_intermediates(large, intermediates_only=True)
+    for a, b in zip(after, alone, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_v1_backends_agree_on_the_model_forward_and_backward():
+    x = torch.randn(1, 3, 100, 76)  # every SDA and the stage-0 LDA pad; the last stages are small
+    results = []
+    for backend in ('reference', 'sdpa'):
+        model = _small_model(lda_grouping='v1').train()
+        with za.use_backend(backend):
+            out = model(x)
+        out.square().sum().backward()
+        results.append((out.detach(), [p.grad for p in model.parameters()]))
+    (out_ref, grads_ref), (out_sdpa, grads_sdpa) = results
+    torch.testing.assert_close(out_sdpa, out_ref, atol=1e-5, rtol=1e-4)
+    for g, g_ref in zip(grads_sdpa, grads_ref, strict=True):
+        torch.testing.assert_close(g, g_ref, atol=1e-4, rtol=1e-3)
+
+
+def test_v1_grouping_exports_to_onnx_at_a_dense_size(tmp_path):
+    pytest.importorskip('onnxruntime')
+    from zoo.export import check_onnx, export_onnx
+    model = _small_model(lda_grouping='v1', interval=(4, 2, 2, 1)).eval()
+    info = export_onnx(model, tmp_path / 'v1.onnx', input_size=(1, 3, 200, 136))  # pads LDA at stage 0
+    errors = check_onnx(model, info.path, torch.randn(1, 3, 200, 136))
+    assert max(errors.values()) <= 1e-4, errors

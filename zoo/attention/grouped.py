@@ -8,6 +8,11 @@ run attention inside each group with an additive bias shared by all groups:
   ``(I*gh) x (I*gw)`` block, i.e. the tokens whose row and column have the same remainders
   modulo ``I`` inside the block.
 
+The original CrossFormer release (v1) forms its LDA groups over the whole map instead: the
+tokens with the same row and column remainders modulo ``I`` anywhere in the map. That is the
+case of one block covering the padded map, ``group_size = (ceil(H / I), ceil(W / I))``
+(:func:`strided_group_size`), so it needs no other kernel.
+
 :func:`grouped_attention` pads the map to a multiple of the block (``(I*gh) x (I*gw)``; SDA:
 ``gh x gw``) at the bottom/right, gives the padded keys a large negative bias (the official
 dense backbone's -1e6, so real tokens attend only to real tokens), permutes the rows and
@@ -25,7 +30,7 @@ from torch import Tensor
 from ._dispatch import window_attention
 from zoo.layers.tracing import is_tracing
 
-__all__ = ['grouped_attention', 'grouped_attention_reference', 'PAD_MASK_VALUE']
+__all__ = ['grouped_attention', 'grouped_attention_reference', 'strided_group_size', 'PAD_MASK_VALUE']
 
 PAD_MASK_VALUE = -1e6  # the official additive bias of padded keys (-1e6, not -inf)
 
@@ -35,6 +40,13 @@ def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
     if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair):
         raise ValueError(f'grouped_attention: {name} must be a positive int or a pair of them, got {value!r}')
     return pair
+
+
+def strided_group_size(size: tuple[int, int], interval: int) -> tuple[int, int]:
+    """The group of :func:`grouped_attention` that makes ``interval`` x ``interval`` groups,
+    each spanning a whole ``H x W`` map (the tokens with the same row and column remainders
+    modulo ``interval``): ``(ceil(H / I), ceil(W / I))``, so one block covers the padded map."""
+    return -(-size[0] // interval), -(-size[1] // interval)
 
 
 def _mask_value(dtype: torch.dtype) -> float:
