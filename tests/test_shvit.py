@@ -8,7 +8,7 @@ from timm.models import get_pretrained_cfg, model_entrypoint
 
 from backbones.shvit import _official_key, checkpoint_filter_fn
 from zoo.registry import pretrained_tags
-from zoo_testutils import parity_checkpoint, parity_fixture, parity_input, rel_err
+from zoo_testutils import DATA, parity_checkpoint, parity_fixture, parity_input, rel_err, rule_tensor
 
 
 @pytest.mark.parametrize('official, ours', [
@@ -139,3 +139,28 @@ def test_neck_is_in_the_mm_registries():
     assert len(neck.extra_trans_convs) == 2
     with pytest.raises(ValueError, match='num_extra_trans_convs'):
         MODELS.build(dict(type='EfficientViTFPN', in_channels=[8], out_channels=8, num_outs=2, num_extra_trans_convs=2))
+
+
+@pytest.mark.parametrize('recipe', ['retinanet', 'mask-rcnn'])
+def test_neck_matches_the_official_neck(recipe):
+    # The official EfficientViTFPN (SHViT downstream/efficientvit_fpn.py) with the recipe's
+    # arguments and deterministic weights: the same keys (so the neck part of an official
+    # detector file loads under the same names) and the same outputs.
+    pytest.importorskip('mmdet')
+    import json
+    from necks.efficientvit_fpn import EfficientViTFPN
+    fx = json.loads((DATA / 'neck_parity' / f'shvit_s4_{recipe}_efficientvit_fpn.json').read_text())
+    neck = EfficientViTFPN(**fx['official_kwargs']).eval()
+    assert [[k, list(v.shape)] for k, v in neck.state_dict().items()] == [e[:2] for e in fx['state_dict']]
+    neck.load_state_dict({k: rule_tensor(k, shape) for k, shape, *_ in fx['state_dict']}, strict=True)
+    for case in fx['cases']:
+        g = torch.Generator().manual_seed(case['input']['seed'])
+        x = tuple(torch.randn(*shape, generator=g) for shape in case['input']['shapes'])
+        with torch.no_grad():
+            outs = neck(x)
+        assert len(outs) == len(case['outputs'])
+        for i, (out, ref) in enumerate(zip(outs, case['outputs'])):
+            assert list(out.shape) == ref['shape']
+            assert rel_err(out[0].mean((1, 2)), torch.tensor(ref['channel_means'])) <= 1e-4
+            idx = torch.randint(0, out.numel(), (256,), generator=torch.Generator().manual_seed(i))
+            assert rel_err(out.flatten()[idx], torch.tensor(ref['samples'])) <= 1e-4
