@@ -3,8 +3,10 @@
 # Where the numbers come from: the official recipe (github.com/cheerss/CrossFormer,
 # segmentation/configs/crossformer_pp/upernet_crossformerpp_s_ade20k.py) is
 # CrossFormer-S's (crossformer-s_upernet_8xb2-160k_ade20k-512x512.py)
-# with the CrossFormer++-S backbone, still with G = 7 and I = (8, 4, 2, 1) at every stage and
-# drop path 0.2.
+# with the CrossFormer++-S backbone (branch main: models/crossformer_backbone_seg.py), still
+# with G = 7 and I = (8, 4, 2, 1) at every stage, branch main's long-distance grouping
+# (lda_grouping='main'; see the model card) and drop path 0.2. No CrossFormer++ segmenter is
+# released (the official README's to-do).
 # Weights: the official ImageNet-1K classification checkpoint (crossformer_pp-s.pth), on
 # the Baidu Cloud page https://pan.baidu.com/s/1smc_kRoogd0Ig5vfqwuGTA?pwd=crsf (key crsf):
 # no direct download. Save it as data/pretrained/crossformer_pp-s.pth or pass
@@ -14,6 +16,7 @@ _base_ = ['./crossformer-s_upernet_8xb2-160k_ade20k-512x512.py']
 model = dict(
     backbone=dict(
         arch='pp_small',
+        model_kwargs=dict(lda_grouping='main'),
         init_cfg=dict(type='Pretrained', checkpoint='data/pretrained/crossformer_pp-s.pth')),
     decode_head=dict(in_channels=[64, 128, 256, 512]),
     auxiliary_head=dict(in_channels=256))
