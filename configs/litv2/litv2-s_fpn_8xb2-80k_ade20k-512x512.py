@@ -6,7 +6,11 @@
 # (the backbone's BatchNorms stay plain BN, as in the official backbone), test images
 # resized to 512 on the short side.
 # Backbone outputs: all four stages, each with an extra LayerNorm (the official segmentation
-# backbone's norm0..norm3).
+# backbone's norm0..norm3, nn.LayerNorm with eps 1e-5).
+# odd_merge='floor': the merging layers treat odd maps as the official dense backbone does
+# (no padding, floor(H / 2)). Whole-image testing feeds unpadded images (e.g. 512x683: stage
+# maps 128x171, 64x85, 32x42, 16x21 instead of our default's 64x86, 32x43, 16x22), so the
+# released segmentor weights (see model_cards/litv2.md) need it to give the official outputs.
 _base_ = [
     'mmseg::_base_/models/fpn_r50.py',
     'mmseg::_base_/datasets/ade20k.py',
@@ -25,6 +29,8 @@ model = dict(
         arch='small',
         out_indices=(0, 1, 2, 3),
         out_norms=True,
+        out_norm_eps=1e-5,
+        model_kwargs=dict(odd_merge='floor'),
         drop_path_rate=0.2,
         init_cfg=dict(
             type='Pretrained',

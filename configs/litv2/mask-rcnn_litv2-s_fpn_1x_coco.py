@@ -5,7 +5,11 @@
 # images, 12 epochs with the lr divided by 10 after epochs 8 and 11 (mmdet's schedule_1x),
 # mixed precision (pass --amp on GPU).
 # Backbone outputs: all four stages, with an extra LayerNorm on outputs 1-3 (the official
-# detection backbone's norm1..norm3; output 0 has none).
+# detection backbone's norm1..norm3, nn.LayerNorm with eps 1e-5; output 0 has none).
+# odd_merge='floor': the merging layers treat odd maps as the official dense backbone does
+# (no padding, floor(H / 2)), so the released detector weights (see model_cards/litv2.md)
+# give the official outputs. With mmdet's pad_size_divisor=32 every merged map is even and
+# 'floor' equals our default 'pad'; it only matters for inputs that are not multiples of 32.
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
     'mmdet::_base_/datasets/coco_instance.py',
@@ -21,6 +25,8 @@ model = dict(
         arch='small',
         out_indices=(0, 1, 2, 3),
         out_norms=(False, True, True, True),
+        out_norm_eps=1e-5,
+        model_kwargs=dict(odd_merge='floor'),
         drop_path_rate=0.2,
         init_cfg=dict(
             type='Pretrained',
