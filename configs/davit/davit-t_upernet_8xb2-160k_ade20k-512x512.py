@@ -5,7 +5,10 @@
 # [96, 192, 384, 768] with the auxiliary FCN head on the third stage (384 channels), SyncBN
 # in the heads, AdamW (lr 6e-5, betas 0.9/0.999, weight decay 0.01, applied to every
 # parameter: the official config's no-decay rule for norms is commented out), linear warm-up
-# over 1500 iterations from 1e-6, then poly (power 1) decay to 0, 8 GPUs x 2 images.
+# over 1500 iterations from 1e-6, then poly (power 1) decay to 0, 8 GPUs x 2 images. Test
+# (mmseg's defaults, as the official _base_/datasets/ade20k.py): the whole image
+# (test_cfg mode 'whole'), resized to 512 on the short side (2048x512, keep ratio) without
+# rounding to a multiple of 32; the README's testing command adds --aug-test (multi-scale).
 # The paper reports no Semantic FPN result for DaViT, so there is no Semantic FPN config.
 # Weights: the official ImageNet-1K checkpoint through timm's copy (see the detection configs).
 _base_ = [

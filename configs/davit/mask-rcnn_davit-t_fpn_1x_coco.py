@@ -6,7 +6,9 @@
 # AdamW (lr 1e-4, betas 0.9/0.999, weight decay 0.05, no grad clipping), 12 epochs with the
 # lr divided by 10 after epochs 8 and 11 (mmdet's schedule_1x), 8 GPUs x 2 images, and the
 # DETR-style multi-scale training augmentation (random flip; either a multi-scale resize,
-# or resize - random crop - multi-scale resize) written here in mmdet 3 syntax.
+# or resize - random crop - multi-scale resize) written here in mmdet 3 syntax. Test: mmdet's
+# single-scale 1333x800 resize, padded to a multiple of 32 (mmdet's defaults, as the official
+# test pipeline).
 # Weights: the official ImageNet-1K checkpoint (HKU SharePoint, no direct download); the
 # URL below is timm's copy of the same weights (converted layout, which the filter accepts).
 _base_ = [

@@ -1,10 +1,13 @@
 # DaViT-T + RetinaNet, 1x schedule on COCO 2017: the official recipe (reported 44.0 box AP).
 # Where the numbers come from: the official detection code (github.com/dingmyu/davit,
-# mmdet/configs/davit_retinanet_1x_coco.py, mmdet 2.x): the FPN starts at the second stage
-# (start_level=1, extra convs on the last input), so only stages 1-3 are returned here, each
-# with the extra LayerNorm of the official backbone; drop path 0.1, AdamW (lr 1e-4, betas
-# 0.9/0.999, weight decay 0.05), 12 epochs (mmdet's schedule_1x), 8 GPUs x 2 images, and the
-# same DETR-style multi-scale training augmentation as the Mask R-CNN recipe.
+# mmdet/configs/davit_retinanet_1x_coco.py, mmdet 2.x): the backbone returns all four stages,
+# each through the extra LayerNorm of the official backbone (`norm{i}`, eps 1e-5), and the FPN
+# starts at the second (start_level=1, extra conv on the last input), exactly as the official
+# config, so an official RetinaNet file's keys (`backbone.norm0.*` included, FPN
+# `lateral_convs.0` = stage 1) match; drop path 0.1, AdamW (lr 1e-4, betas 0.9/0.999, weight
+# decay 0.05), 12 epochs (mmdet's schedule_1x), 8 GPUs x 2 images, and the same DETR-style
+# multi-scale training augmentation as the Mask R-CNN recipe. Test: mmdet's single-scale
+# 1333x800 resize, padded to a multiple of 32, as the official test pipeline.
 # Weights: the official ImageNet-1K checkpoint through timm's copy (see the Mask R-CNN config).
 _base_ = [
     'mmdet::_base_/models/retinanet_r50_fpn.py',
@@ -20,14 +23,14 @@ model = dict(
         _delete_=True,
         type='DaViT',
         arch='tiny',
-        out_indices=(1, 2, 3),
+        out_indices=(0, 1, 2, 3),
         out_norms=True,
         out_norm_eps=1e-5,  # the official dense backbone's LayerNorms
         drop_path_rate=0.1,
         init_cfg=dict(
             type='Pretrained',
             checkpoint='https://huggingface.co/timm/davit_tiny.msft_in1k/resolve/main/model.safetensors')),
-    neck=dict(in_channels=[192, 384, 768], start_level=0, add_extra_convs='on_input'))
+    neck=dict(in_channels=[96, 192, 384, 768], start_level=1, add_extra_convs='on_input'))
 
 train_pipeline = [
     dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),

@@ -1,0 +1,14 @@
+# DaViT-S + RetinaNet, 3x schedule on COCO 2017 (reported 48.2 box AP): the recipe of
+# retinanet_davit-t_fpn_3x_coco.py (see there and the 1x config for the sources) with the
+# DaViT-S backbone (depths 1/1/9/1, widths 96-768) and its ImageNet-1K weights. The official
+# repository (github.com/dingmyu/davit) ships configs for DaViT-T only; its README releases the
+# DaViT-S detector trained with the same recipe, so only the backbone and the FPN's input
+# widths change.
+_base_ = './retinanet_davit-t_fpn_3x_coco.py'
+
+model = dict(
+    backbone=dict(
+        arch='small',
+        init_cfg=dict(
+            checkpoint='https://huggingface.co/timm/davit_small.msft_in1k/resolve/main/model.safetensors')),
+    neck=dict(in_channels=[96, 192, 384, 768]))
