@@ -12,7 +12,9 @@ convolutions: with SHViT's strides 16/32/64,
   levels (strides 4 and 8) + the three inputs.
 
 Behaviour and parameter names follow the official module, so its detection checkpoints
-load: ``lateral_convs``/``fpn_convs`` as mmdet's FPN, then ``extra_trans_convs.{i}``
+load (checked against the official module built with both recipes' arguments: the same
+state-dict keys, shapes and order, the same outputs; ``tests/data/neck_parity``):
+``lateral_convs``/``fpn_convs`` as mmdet's FPN, then ``extra_trans_convs.{i}``
 (transposed conv, chained: the i-th upsamples the (i-1)-th, starting from the finest
 lateral after the top-down pass) and ``extra_fpn_convs.{i}`` (3x3 conv). Outputs are
 ordered finest first; note that the official forward pairs ``extra_fpn_convs[0]`` with the
