@@ -8,7 +8,8 @@
 # over 1500 iterations from 1e-6, then poly (power 1) decay to 0, 8 GPUs x 2 images. Test
 # (mmseg's defaults, as the official _base_/datasets/ade20k.py): the whole image
 # (test_cfg mode 'whole'), resized to 512 on the short side (2048x512, keep ratio) without
-# rounding to a multiple of 32; the README's testing command adds --aug-test (multi-scale).
+# rounding to a multiple of 32; the README's testing command adds --aug-test (multi-scale and
+# flip: tta_pipeline below).
 # The paper reports no Semantic FPN result for DaViT, so there is no Semantic FPN config.
 # Weights: the official ImageNet-1K checkpoint through timm's copy (see the detection configs).
 _base_ = [
@@ -36,6 +37,22 @@ model = dict(
             checkpoint='https://huggingface.co/timm/davit_tiny.msft_in1k/resolve/main/model.safetensors')),
     decode_head=dict(in_channels=[96, 192, 384, 768], num_classes=150),
     auxiliary_head=dict(in_channels=384, num_classes=150))
+# mmseg 0.x's --aug-test (the README's testing command): MultiScaleFlipAug scaled the target size
+# (2048, 512) by each ratio, with flip; run it through mmseg's test-time augmentation
+# (tta_model, SegTTAModel), which tools/test.py does not switch on.
+img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+tta_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [dict(type='Resize', scale=(int(2048 * r), int(512 * r)), keep_ratio=True) for r in img_ratios],
+            [dict(type='RandomFlip', prob=0., direction='horizontal'),
+             dict(type='RandomFlip', prob=1., direction='horizontal')],
+            [dict(type='LoadAnnotations', reduce_zero_label=True)],
+            [dict(type='PackSegInputs')],
+        ]),
+]
 train_dataloader = dict(batch_size=2)
 
 optim_wrapper = dict(

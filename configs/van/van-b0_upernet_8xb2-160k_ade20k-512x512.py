@@ -5,7 +5,8 @@
 # mmsegmentation's projects/van): ImageNet-1K weights, drop path 0.1 (0.3 for B3), SyncBN in
 # the backbone and the heads, AdamW (lr 6e-5, betas 0.9/0.999, weight decay 0.01, none on
 # norms), linear warm-up over 1500 iterations then poly (power 1) decay to 0, 8 GPUs x 2
-# images, test images resized to 512 on the short side and to a multiple of 32.
+# images, test images resized to 512 on the short side and to a multiple of 32 (single
+# scale; the published UperNet results are multi-scale with flip: tta_pipeline below).
 # The official backbone's LayerNorms use eps 1e-5 (the classification models: 1e-6).
 _base_ = [
     'mmseg::_base_/models/upernet_r50.py',
@@ -40,6 +41,23 @@ test_pipeline = [
     dict(type='ResizeToMultiple', size_divisor=32),
     dict(type='LoadAnnotations', reduce_zero_label=True),
     dict(type='PackSegInputs'),
+]
+# mmseg 0.x's --aug-test (the README's "ms" results): MultiScaleFlipAug scaled the target size
+# (2048, 512) by each ratio, with flip; run it through mmseg's test-time augmentation
+# (tta_model, SegTTAModel), which tools/test.py does not switch on.
+img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+tta_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [dict(type='Resize', scale=(int(2048 * r), int(512 * r)), keep_ratio=True) for r in img_ratios],
+            [dict(type='ResizeToMultiple', size_divisor=32)],
+            [dict(type='RandomFlip', prob=0., direction='horizontal'),
+             dict(type='RandomFlip', prob=1., direction='horizontal')],
+            [dict(type='LoadAnnotations', reduce_zero_label=True)],
+            [dict(type='PackSegInputs')],
+        ]),
 ]
 train_dataloader = dict(batch_size=2)
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
