@@ -1,0 +1,14 @@
+# RAVLT-L + Mask R-CNN, 1x schedule on COCO 2017 (reported: 52.3 box AP / 46.4 mask AP).
+# Where the numbers come from: the official config, github.com/qhfan/RALA
+# detection/configs/RALA/maskrcnn_l_1x.py (mmdet 2.x): the RAVLT-T recipe
+# (mask-rcnn_ravlt-t_fpn_1x_coco.py: extra LayerNorm2d on every output, optimizer,
+# schedule) with the large backbone, drop path 0.55 and the FPN on [96, 192, 448, 640].
+# Weights: the official ImageNet-1K RAVLT-L checkpoint (Hugging Face, converted on load).
+_base_ = './mask-rcnn_ravlt-t_fpn_1x_coco.py'
+
+model = dict(
+    backbone=dict(
+        arch='large',
+        drop_path_rate=0.55,
+        init_cfg=dict(checkpoint='https://huggingface.co/aldjalkdf/RAVLT/resolve/main/RAVLT_L.pth')),
+    neck=dict(in_channels=[96, 192, 448, 640]))
