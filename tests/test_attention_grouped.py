@@ -116,9 +116,10 @@ def test_v1_strided_groups_over_the_whole_map(backend, H, W, interval):
                                expected, atol=1e-5, rtol=1e-4)
 
 
-def test_v1_strided_groups_gradients_agree_between_backends():
-    q, k, v = (t.requires_grad_() for t in _qkv(1, 2, 13, 22, 4, seed=5))
-    group = strided_group_size((13, 22), 4)  # padded to 16 x 24
+@pytest.mark.parametrize('H, W', [(13, 22), (16, 24)])  # padded to 16 x 24 (window path); whole map
+def test_v1_strided_groups_gradients_agree_between_backends(H, W):
+    q, k, v = (t.requires_grad_() for t in _qkv(1, 2, H, W, 4, seed=5))
+    group = strided_group_size((H, W), 4)
     bias = torch.randn(2, group[0] * group[1], group[0] * group[1], requires_grad=True)
     results = []
     for backend in ('reference', 'sdpa'):

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._dispatch import window_attention
+from ._dispatch import dense_attention, window_attention
 from zoo.layers.tracing import is_tracing
 
 __all__ = ['grouped_attention', 'grouped_attention_reference', 'strided_group_size', 'PAD_MASK_VALUE']
@@ -106,6 +106,8 @@ def grouped_attention(
     bh, bw = gh * interval, gw * interval
     pad_h, pad_w = (H + bh - 1) // bh * bh - H, (W + bw - 1) // bw * bw - W
     padded = bool(pad_h or pad_w) or is_tracing()
+    if not padded and interval > 1 and (H, W) == (bh, bw):
+        return _strided_groups(q, k, v, interval, attn_bias, scale, backend)
     if padded:
         q, k, v = (F.pad(t, (0, 0, 0, pad_w, 0, pad_h)) for t in (q, k, v))
     q, k, v = (_dilate(t, (gh, gw), interval) for t in (q, k, v))
@@ -125,6 +127,23 @@ def grouped_attention(
     out = window_attention(q, k, v, (gh, gw), attn_bias=bias, scale=scale, backend=backend)
     out = _dilate(out, (gh, gw), interval, inverse=True)
     return out[:, :, :H, :W] if padded else out
+
+
+def _strided_groups(q: Tensor, k: Tensor, v: Tensor, interval: int, attn_bias: Tensor | None,
+                    scale: float | None, backend: str | None) -> Tensor:
+    """One block over a whole unpadded map (CrossFormer v1's LDA): its ``I x I`` groups ride
+    along the batch, so the shared ``(heads, N, N)`` bias broadcasts over them. As windows
+    along the heads (``window_attention``) the bias would be copied once per group: 64 x 3 x
+    950^2 floats (0.7 GB) in CrossFormer-S's first stage at 800 x 1216."""
+    B, heads, H, W, _ = q.shape
+    gh, gw = H // interval, W // interval
+    # token (y, x) = (gy * I + iy, gx * I + ix): group (iy, ix), place (gy, gx)
+    q, k, v = (t.reshape(B, heads, gh, interval, gw, interval, t.shape[-1]).permute(0, 3, 5, 1, 2, 4, 6)
+               .reshape(B * interval * interval, heads, gh * gw, t.shape[-1]) for t in (q, k, v))
+    bias = None if attn_bias is None else attn_bias.to(q.dtype).unsqueeze(0)
+    out = dense_attention(q, k, v, attn_bias=bias, scale=scale, backend=backend)
+    out = out.reshape(B, interval, interval, heads, gh, gw, -1).permute(0, 3, 4, 1, 5, 2, 6)
+    return out.reshape(B, heads, H, W, -1)
 
 
 def grouped_attention_reference(
