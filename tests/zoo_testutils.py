@@ -36,7 +36,7 @@ def parity_fixture_names() -> list[str]:
     return sorted(p.stem for p in PARITY.glob('*.json'))
 
 
-def _rule_tensor(key: str, shape: list[int]) -> torch.Tensor:
+def rule_tensor(key: str, shape: list[int]) -> torch.Tensor:
     # The fixtures' deterministic fill rule (see tests/data/parity/README.md).
     g = torch.Generator().manual_seed(zlib.crc32(key.encode()))
     shape = tuple(shape)
@@ -61,7 +61,7 @@ def parity_checkpoint(name: str, path: Path) -> Path:
         if kind == 'literal':
             sd[key] = torch.tensor(entry[4], dtype=getattr(torch, dtype)).reshape(shape)
         else:
-            sd[key] = _rule_tensor(key, shape)
+            sd[key] = rule_tensor(key, shape)
     torch.save({fx['wrapper']: sd} if fx.get('wrapper') else sd, path)
     return path
 

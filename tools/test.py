@@ -6,8 +6,11 @@
     python tools/test.py CONFIG CHECKPOINT --cfg-options test_evaluator.metric=bbox
     torchrun --nproc_per_node 2 tools/test.py CONFIG CHECKPOINT --launcher pytorch
 
-Imports ``zoo.mm`` first, so the compatibility fixes for current PyTorch apply (checkpoints
-load under ``weights_only``; see ``zoo/mm/compat.py``).
+CHECKPOINT may be a file saved by an mm run or a released detector/segmentor of the official
+dense code (mmdet 2.x / mmseg 0.x layout, with the config its model card names): it loads
+strictly through ``zoo.mm.ZooRunner`` (every tensor of the model from the file, or an error that
+lists the keys). Imports ``zoo.mm`` first, so the compatibility fixes for current PyTorch apply
+(checkpoints load under ``weights_only``; see ``zoo/mm/compat.py``).
 """
 from __future__ import annotations
 
@@ -23,8 +26,8 @@ sys.path.insert(0, str(REPO))  # the zoo itself, also when it is not installed
 import zoo.mm  # noqa: E402,F401  (registers the backbones, applies the compatibility fixes)
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
 
+from zoo.mm.checkpoint import ZooRunner  # noqa: E402
 from zoo.mm.compat import close_distributed, setup_cpu_distributed  # noqa: E402
 
 
@@ -51,7 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg.load_from, cfg.resume = args.checkpoint, False
     if args.launcher == 'pytorch' and not torch.cuda.is_available():
         setup_cpu_distributed(cfg)
-    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else ZooRunner.from_cfg(cfg)
     try:
         return runner.test()
     finally:

@@ -24,8 +24,8 @@ sys.path.insert(0, str(REPO))  # the zoo itself, also when it is not installed
 import zoo.mm  # noqa: E402,F401  (registers the backbones, applies the compatibility fixes)
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
 
+from zoo.mm.checkpoint import ZooRunner  # noqa: E402
 from zoo.mm.compat import close_distributed, setup_cpu_distributed  # noqa: E402
 
 
@@ -72,7 +72,7 @@ def build_config(args: argparse.Namespace) -> Config:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cfg = build_config(args)
-    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else ZooRunner.from_cfg(cfg)
     try:
         runner.train()
     finally:

@@ -22,7 +22,7 @@ from timm.models import build_model_with_cfg, resolve_pretrained_cfg
 
 from .checkpoint import CheckpointError, check_state_dict, load_state_dict
 
-__all__ = ['build_zoo_model', 'resolve_weights_file', 'download_url', 'download_hf']
+__all__ = ['build_zoo_model', 'resolve_weights_file', 'download_url', 'download_hf', 'matching_variants']
 
 # Hosts whose share links open a web page (sign-in, virus-scan or captcha pages), never the file.
 MANUAL_DOWNLOAD_HOSTS = ('drive.google.com', 'pan.baidu.com')
@@ -75,7 +75,7 @@ def resolve_weights_file(variant: str, cfg: dict[str, Any]) -> str:
         variant, cfg, f'{variant} has no direct download of its official weights.')
 
 
-def _matching_variants(state_dict: dict[str, torch.Tensor], filter_fn: Callable | None,
+def matching_variants(state_dict: dict[str, torch.Tensor], filter_fn: Callable | None,
                        variant: str | None) -> list[str]:
     """The variants of ``variant``'s family whose parameter shapes the file fits exactly."""
     if not variant:
@@ -123,7 +123,7 @@ def _checking_filter(filter_fn: Callable | None, what: str) -> Callable[[dict[st
         try:
             check_state_dict(model, state_dict, ignore=expected_mismatch, what=what)
         except CheckpointError as e:
-            matches = _matching_variants(raw_state_dict, filter_fn, cfg.get('architecture'))
+            matches = matching_variants(raw_state_dict, filter_fn, cfg.get('architecture'))
             if matches:
                 raise CheckpointError(f'{e}\n  The file fits {", ".join(matches)}.') from None
             raise

@@ -7,6 +7,7 @@ plus the zoo's necks and heads, and applies the compatibility fixes for current 
 """
 from . import compat  # noqa: F401  (first: fixes that the rest relies on)
 from .backbone import ZooBackbone, register_family_alias
+from .checkpoint import ZooRunner, load_detector_checkpoint
 
 # alias -> (model name prefix, default arch)
 FAMILY_ALIASES = {
@@ -30,4 +31,4 @@ for _alias, (_prefix, _default) in FAMILY_ALIASES.items():
 import heads  # noqa: E402,F401
 import necks  # noqa: E402,F401
 
-__all__ = ['ZooBackbone', 'register_family_alias', 'FAMILY_ALIASES']
+__all__ = ['ZooBackbone', 'ZooRunner', 'load_detector_checkpoint', 'register_family_alias', 'FAMILY_ALIASES']

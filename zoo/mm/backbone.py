@@ -4,13 +4,17 @@
 and gives mm users what they expect: ``out_indices``, ``frozen_stages``, ``norm_eval``,
 extra output norms, ``drop_path_rate``, ``with_cp``, and ``init_cfg=dict(type='Pretrained',
 checkpoint=...)`` that accepts official classification files (converted by the family's
-``checkpoint_filter_fn``) as well as files saved by mm runs. Family aliases
-(``type='VAN', arch='b2'``) are thin subclasses registered next to it.
+``checkpoint_filter_fn``), the official dense backbones' files (their per-output norms
+included) and files saved by mm runs. The same conversion serves ``load_from=``: a whole
+detector or segmentor saved by the official dense code loads into a model with this backbone,
+and a file whose backbone weights do not fit fails instead of leaving the backbone untouched.
+Family aliases (``type='VAN', arch='b2'``) are thin subclasses registered next to it.
 """
 from __future__ import annotations
 
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import timm
@@ -23,11 +27,21 @@ from timm.models import model_entrypoint
 from timm.models._manipulate import group_parameters
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..builder import download_url
+from ..builder import download_url, matching_variants
 from ..checkpoint import CheckpointError, check_state_dict, load_state_dict
 from ..registry import family_of, list_models
 
-__all__ = ['ZooBackbone', 'register_family_alias']
+__all__ = ['ZooBackbone', 'register_family_alias', 'OFFICIAL_OUT_NORM_KEYS']
+
+# Where the official dense backbones keep their extra per-output norms, by family: the key
+# prefix with ``{}`` for the stage index. Families not listed have none (VAN's outputs go
+# through its stage norms, which the classification model has too).
+OFFICIAL_OUT_NORM_KEYS = {
+    'biformer': 'extra_norms.{}.',
+    'davit': 'norm{}.',
+    'litv2': 'norm{}.',
+    'ravlt': 'extra_norms.{}.norm.',
+}
 
 
 def _family_filter(model_name: str):
@@ -77,6 +91,7 @@ class ZooBackbone(BaseModule):
         kwargs = dict(model_kwargs or {})
         if drop_path_rate:
             kwargs['drop_path_rate'] = drop_path_rate
+        self._model_kwargs = kwargs
         model = timm.create_model(model_name, pretrained=False, **kwargs)
         num_stages = len(model.feature_info)
         if out_indices is None:
@@ -145,11 +160,13 @@ class ZooBackbone(BaseModule):
         self._is_init = True
 
     def load_checkpoint(self, checkpoint: str, prefix: str | None = None) -> None:
-        """Load an official classification checkpoint or one saved by an mm run.
+        """Load an official classification or dense checkpoint, or one saved by an mm run.
 
-        Files in the official layout go through the family's ``checkpoint_filter_fn``; the
-        parts the backbone does not have (the classifier, stages after the last output) are
-        skipped, everything else must fit exactly.
+        A whole detector or segmentor file contributes its ``backbone.`` weights. Files in the
+        official layout go through the family's ``checkpoint_filter_fn``; the parts the
+        backbone does not have (the classifier, stages after the last output) are skipped,
+        everything else must fit exactly. A classification file leaves the output norms at
+        their initial values; a dense file must bring exactly the ones this backbone has.
         """
         path = download_url(checkpoint) if checkpoint.startswith(('http://', 'https://')) else checkpoint
         state_dict = load_state_dict(path, prefixes=('module.',))
@@ -159,18 +176,109 @@ class ZooBackbone(BaseModule):
         if any(k.startswith(('model.', 'out_norms.')) for k in state_dict):
             self.load_state_dict(state_dict, strict=True)  # saved from a ZooBackbone
             return
+        converted = self.convert_official_state_dict(state_dict, what=f'checkpoint {checkpoint}')
+        self.model.load_state_dict(_strip(converted, 'model.'), strict=True)
+        norms = _strip(converted, 'out_norms.')
+        if norms:  # a classification file has none: they keep their initial values
+            self.out_norms.load_state_dict(norms, strict=True)
+
+    def _official_out_norm_pattern(self) -> re.Pattern[str] | None:
+        template = OFFICIAL_OUT_NORM_KEYS.get(self.family)
+        if template is None:
+            return None
+        return re.compile('^' + re.escape(template).replace(re.escape('{}'), r'(\d+)') + '(.+)$')
+
+    def convert_official_state_dict(self, state_dict: Mapping[str, torch.Tensor], *,
+                                    what: str = 'checkpoint', complete: bool = False) -> dict[str, torch.Tensor]:
+        """The weights of an official backbone file (without ``backbone.``) in this module's keys.
+
+        Args:
+            state_dict: an official classification or dense backbone state dict.
+            what: how the error messages call the weights.
+            complete: every tensor of this backbone must come from the file (``load_from``):
+                also the output norms, which a classification file does not have.
+
+        Raises:
+            CheckpointError: keys or shapes do not fit; the message names them, says which
+                output norms the file has and which this config builds, and which variant
+                the backbone weights fit.
+        """
+        norms, rest = {}, {}
+        pattern = self._official_out_norm_pattern()
+        for key, value in state_dict.items():
+            match = pattern.match(key) if pattern else None
+            if match:
+                norms.setdefault(int(match.group(1)), {})[match.group(2)] = value
+            else:
+                rest[key] = value
         with torch.device('meta'):
-            full = timm.create_model(self.model_name)
+            full = timm.create_model(self.model_name, **self._model_kwargs)
         filter_fn = _family_filter(self.model_name)
+        official = rest
         if filter_fn is not None:
-            state_dict = filter_fn(state_dict, full)
+            rest = filter_fn(rest, full)
         ours = self.model.state_dict()
         pruned_away = {k for k in full.state_dict() if k not in ours}
         try:
-            check_state_dict(self.model, state_dict, ignore=lambda k: k in pruned_away, what=f'checkpoint {checkpoint}')
+            check_state_dict(self.model, rest, ignore=lambda k: k in pruned_away, what=what)
         except CheckpointError as e:
-            raise CheckpointError(f'{e}\n  (loading into the {self.model_name} backbone)') from None
-        self.model.load_state_dict({k: v for k, v in state_dict.items() if k in ours}, strict=True)
+            matches = matching_variants(official, filter_fn, self.model_name)
+            hint = f'\n  The backbone weights fit {", ".join(matches)}.' if matches else ''
+            raise CheckpointError(f'{e}{hint}\n  (loading into the {self.model_name} backbone)') from None
+        converted = {f'model.{k}': v for k, v in rest.items() if k in ours}
+        converted.update(self._convert_out_norms(norms, what, complete or bool(norms)))
+        return converted
+
+    def _convert_out_norms(self, norms: dict[int, dict[str, torch.Tensor]], what: str,
+                           required: bool) -> dict[str, torch.Tensor]:
+        ours = {stage: j for j, stage in enumerate(self.out_indices) if not isinstance(self.out_norms[j], nn.Identity)}
+        if not required or set(norms) == set(ours):
+            out = {}
+            for stage, params in norms.items():
+                for name, value in params.items():
+                    expected = self.out_norms[ours[stage]].state_dict().get(name)
+                    if expected is None or expected.shape != value.shape:
+                        raise CheckpointError(
+                            f'the {what} has an output norm of stage {stage} with {name} {tuple(value.shape)}, '
+                            f'which the {self.model_name} backbone\'s norm of that output does not have')
+                    out[f'out_norms.{ours[stage]}.{name}'] = value
+            return out
+        template = OFFICIAL_OUT_NORM_KEYS.get(self.family, '(none)')
+        raise CheckpointError(
+            f'the {what} has extra output norms ({template}) on stages {sorted(norms) or "none"}, but this '
+            f'{self.model_name} backbone (out_indices={self.out_indices}) builds them on stages {sorted(ours) or "none"}. '
+            'The file belongs with a config whose out_indices and out_norms match those stages '
+            '(see the released-weights table in the family\'s model card).')
+
+    def _load_from_state_dict(self, state_dict: dict[str, torch.Tensor], prefix: str, local_metadata: dict,
+                              strict: bool, missing_keys: list[str], unexpected_keys: list[str],
+                              error_msgs: list[str]) -> None:
+        # Loading a whole detector or segmentor (mmengine's load_from, load_checkpoint, or
+        # torch's load_state_dict): convert an official backbone layout in place before the
+        # submodules read their keys, and refuse a file that would leave the backbone
+        # untouched, which mmengine would only log.
+        keys = [k for k in state_dict if k.startswith(prefix)]
+        what = 'checkpoint'
+        if not keys:
+            raise CheckpointError(
+                f'the {what} has no weights for the backbone (no keys under {prefix!r}): loading it would leave the '
+                f'{self.model_name} backbone as it was. Is it a classification file? Those load through the '
+                "backbone's init_cfg=dict(type='Pretrained', checkpoint=...), not load_from.")
+        if not any(k[len(prefix):].startswith(('model.', 'out_norms.')) for k in keys):
+            official = {k[len(prefix):]: state_dict.pop(k) for k in keys}
+            state_dict.update({prefix + k: v for k, v in self.convert_official_state_dict(
+                official, what=f'{what}\'s backbone', complete=True).items()})
+        missing = [k for k in self.state_dict() if prefix + k not in state_dict]
+        if missing:
+            raise CheckpointError(
+                f'the {what} lacks {len(missing)} tensors of the {self.model_name} backbone under {prefix!r} '
+                f'({", ".join(missing[:8])}{", ..." if len(missing) > 8 else ""}): loading it would leave them as they were.')
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+
+def _strip(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
 def register_family_alias(alias: str, model_prefix: str, default_arch: str) -> type[ZooBackbone]:
