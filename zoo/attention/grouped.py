@@ -18,7 +18,10 @@ case of one block covering the padded map, ``group_size = (ceil(H / I), ceil(W /
 dense backbone's -1e6, so real tokens attend only to real tokens), permutes the rows and
 columns so that every dilated group becomes a contiguous window, runs
 :func:`zoo.attention.window_attention` (so the usual backend selection applies) and undoes the
-permutation and padding. :func:`grouped_attention_reference` computes the same thing as one
+permutation and padding. When one block covers the whole unpadded map (v1's LDA, or an LDA
+map of exactly ``G*I`` tokens a side), the ``I x I`` groups ride along the batch instead
+(:func:`zoo.attention.dense_attention` with the shared bias broadcast), so the bias is not
+copied once per group. :func:`grouped_attention_reference` computes the same thing as one
 dense attention over the real tokens with a "same group" mask, for tests.
 """
 from __future__ import annotations
