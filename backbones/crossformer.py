@@ -19,9 +19,10 @@ Differences from the official code:
   in the official dense backbones, every attention pads its map (bottom/right) to a multiple
   of G (LDA: G * I) and gives the padded keys a -1e6 bias, so padded tokens never change real
   tokens; when a stage is no larger than its group (``min(H, W) <= G``) the blocks attend over
-  the whole stage (the ``main`` dense backbone's rule; v1's below), decided per call from the input size: the
-  official dense backbone instead flips a flag of the module inside ``forward`` for good, so
-  one small image turns the block's LDA into SDA for every later input. The official dense
+  the whole stage (the ``main`` dense backbone's rule; v1's below), decided per call from the
+  input size: the official dense backbone instead flips a flag of the module inside
+  ``forward`` for good, so one small image turns the block's LDA into SDA for every later
+  input. The official dense
   backbone pads the whole-stage group to a square ``max(H, W)``; attending over the ``H x W``
   tokens with the bias of an ``H x W`` group gives the same result without the padding. Inputs
   whose size is not a multiple of 4 (stem) or maps of odd size (merging) are zero-padded at
@@ -297,7 +298,7 @@ class CrossFormer(StagedModel):
             inside (G*I) x (G*I) regions; branch ``main`` of the official code, CrossFormer++)
             or ``'v1'`` (I x I groups of tokens I apart, each spanning the whole map; branch
             ``crossformer``, which trained the released v1 detection and segmentation
-            weights). The two agree at 224 x 224 and on the same weights; see the module
+            weights). Both take the same weights and agree at 224 x 224; see the module
             docstring for the small-map rule that goes with each.
         patch_sizes: kernel sizes of the stem CEL (stride = the first).
         merge_sizes: kernel sizes of each merging CEL (stride 2).
