@@ -2,9 +2,14 @@
 
 The models run on two tiny random images with synthetic annotations (and few proposals);
 pretrained weights are not loaded (no network), and SyncBN becomes BN (no CPU kernel).
+Configs that only change a sibling config (another variant of the same recipe: ``_base_ =
+'./...'``) run in all three modes under ``-m all_variants``; by default they are built on the
+meta device and run their backbone, neck and heads there, which checks every shape (channels
+of the neck and heads against the backbone's) without computing anything.
 """
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +30,16 @@ CONFIGS = sorted(p for p in (REPO / 'configs').rglob('*.py') if '_base_' not in 
 SIZES = [(64, 96), (96, 64)]  # (H, W) of the two test images; segmentation uses the first twice
 
 
+def _bases(path: Path) -> list[str]:
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, 'id', None) == '_base_' for t in node.targets):
+            return [c.value for c in ast.walk(node.value) if isinstance(c, ast.Constant) and isinstance(c.value, str)]
+    return []
+
+
+DERIVED = {p for p in CONFIGS if any(b.startswith('./') for b in _bases(p))}
+
+
 @pytest.fixture(scope='module', autouse=True)
 def one_thread():
     # Many small ops: on a shared 2-core machine one thread is much faster than two, whose
@@ -43,7 +58,9 @@ def _config(path: Path) -> Config:
         cfg.model.data_preprocessor.size = SIZES[0]  # pad to the tiny inputs, not to 512x512
     if 'rpn_head' in cfg.model:  # tiny images: a few dozen proposals, not a thousand
         cfg.model.train_cfg.rpn_proposal.update(nms_pre=100, max_per_img=50)
-        cfg.model.train_cfg.rcnn.sampler.num = 32
+        rcnn = cfg.model.train_cfg.rcnn  # one dict, or one per stage (Cascade R-CNN)
+        for stage in rcnn if isinstance(rcnn, list) else [rcnn]:
+            stage.sampler.num = 32
         cfg.model.test_cfg.rpn.update(nms_pre=100, max_per_img=50)
     return cfg
 
@@ -81,7 +98,30 @@ def _segmentation_batch(num_classes: int) -> dict:
     return dict(inputs=inputs, data_samples=samples)
 
 
-@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: str(p.relative_to(REPO / 'configs')))
+def _id(path: Path) -> str:
+    return str(path.relative_to(REPO / 'configs'))
+
+
+@pytest.mark.parametrize('path', sorted(DERIVED), ids=_id)
+def test_variant_config_shapes_fit_on_the_meta_device(path: Path):
+    cfg = _config(path)
+    init_default_scope(cfg.default_scope)
+    with torch.device('meta'):
+        model = MODELS.build(cfg.model)
+        x = torch.zeros(2, 3, *SIZES[0])
+    model.eval()
+    with torch.no_grad():
+        feats = model.extract_feat(x)
+        heads = [model.decode_head] if cfg.default_scope == 'mmseg' else [
+            model.bbox_head if 'bbox_head' in cfg.model else model.rpn_head]
+        outputs = [head(feats) for head in heads]
+    assert list(_tensors(outputs)) and all(t.is_meta for t in _tensors(outputs))
+    if cfg.default_scope == 'mmseg' and 'auxiliary_head' in cfg.model:
+        assert list(_tensors(model.auxiliary_head(feats)))
+
+
+@pytest.mark.parametrize('path', [pytest.param(p, marks=pytest.mark.all_variants) if p in DERIVED else p
+                                  for p in CONFIGS], ids=_id)
 def test_config_builds_and_runs_in_every_mode(path: Path):
     cfg = _config(path)
     init_default_scope(cfg.default_scope)
@@ -90,6 +130,7 @@ def test_config_builds_and_runs_in_every_mode(path: Path):
     model.init_weights()
     if cfg.default_scope == 'mmdet':
         head = cfg.model.get('bbox_head') or cfg.model.roi_head.bbox_head
+        head = head[0] if isinstance(head, list) else head  # Cascade R-CNN: one per stage
         batch = _detection_batch(head.num_classes, with_masks='mask_head' in cfg.model.get('roi_head', {}))
     else:
         batch = _segmentation_batch(cfg.model.decode_head.num_classes)
