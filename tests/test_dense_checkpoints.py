@@ -107,8 +107,13 @@ def toy_data(tmp_path_factory) -> Path:
     return root
 
 
-def _run_tools_test(monkeypatch, config: Path, checkpoint: Path, work_dir: Path, options: dict) -> dict:
-    """tools/test.py in this process; returns the state of the model it evaluated."""
+def _run_tools_test(monkeypatch, config: Path, checkpoint: Path, work_dir: Path, options: dict,
+                    flags: list[str] = ()) -> dict:
+    """tools/test.py in this process; returns the state of the model it evaluated.
+
+    Each run names its own visualizer: mmengine hands a later Runner in the process the first
+    one's instance of a name, with that run's (maybe deleted) work dir.
+    """
     seen = {}
     original = ZooRunner.test
 
@@ -118,8 +123,8 @@ def _run_tools_test(monkeypatch, config: Path, checkpoint: Path, work_dir: Path,
         return metrics
 
     monkeypatch.setattr(ZooRunner, 'test', test_and_keep_state)
-    args = [str(config), str(checkpoint), '--work-dir', str(work_dir), '--cfg-options',
-            f'visualizer.name=dense_{work_dir.name}', *(f'{k}={v}' for k, v in options.items())]
+    args = [str(config), str(checkpoint), '--work-dir', str(work_dir), *flags, '--cfg-options',
+            f'visualizer.name=dense_{work_dir.parent.name}_{work_dir.name}', *(f'{k}={v}' for k, v in options.items())]
     load_tool('test').main([a.replace(' ', '') for a in args])
     return seen
 
@@ -133,13 +138,41 @@ def test_official_detector_file_loads_through_load_from(toy_data, tmp_path, monk
     assert_every_tensor_arrived(seen, load_checkpoint_file(path)['state_dict'])
 
 
-def test_official_segmentor_file_loads_through_load_from(toy_data, tmp_path, monkeypatch):
+# The toy UperNet with a multi-scale and flip test, as the official UperNet recipes evaluate.
+UPERNET_TTA = f"""_base_ = '{UPERNET}'
+tta_model = dict(type='SegTTAModel')
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='TestTimeAug', transforms=[
+        [dict(type='Resize', scale=(int(256 * r), int(256 * r)), keep_ratio=True) for r in (0.75, 1.0)],
+        [dict(type='RandomFlip', prob=0., direction='horizontal'),
+         dict(type='RandomFlip', prob=1., direction='horizontal')],
+        [dict(type='LoadAnnotations', reduce_zero_label=True)],
+        [dict(type='PackSegInputs')]]),
+]
+"""
+
+
+@pytest.mark.parametrize('tta', [False, True], ids=['single-scale', 'tta'])
+def test_official_segmentor_file_loads_through_load_from(toy_data, tmp_path, monkeypatch, tta):
     monkeypatch.setenv('ZOO_TOY_DATA', str(toy_data))
+    config = UPERNET
+    if tta:
+        config = tmp_path / 'upernet_tta.py'
+        config.write_text(UPERNET_TTA)
     model = _model(UPERNET)
     backbone = official_backbone('van_b0')  # VAN-Segmentation: the stage norms are the output norms
     path = official_detector_file(tmp_path / 'official_upernet.pth', model, backbone)
-    seen = _run_tools_test(monkeypatch, UPERNET, path, tmp_path / 'seg', {})
+    seen = _run_tools_test(monkeypatch, config, path, tmp_path / 'seg', {}, ['--tta'] if tta else [])
+    if tta:  # the segmentor inside the test-time augmentation wrapper
+        assert all(k.startswith('module.') for k in seen)
     assert_every_tensor_arrived(seen, load_checkpoint_file(path)['state_dict'])
+
+
+def test_tta_needs_the_config_to_define_it(toy_data, tmp_path, monkeypatch):
+    monkeypatch.setenv('ZOO_TOY_DATA', str(toy_data))
+    with pytest.raises(SystemExit, match='--tta: the config has no tta_pipeline'):
+        load_tool('test').main([str(RETINANET), str(tmp_path / 'x.pth'), '--tta'])
 
 
 def test_load_from_with_a_backbone_that_does_not_fit_fails_loudly(tmp_path):

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from mmengine.model import is_model_wrapper
+from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
@@ -117,7 +117,9 @@ def load_detector_state(model: nn.Module, checkpoint: Mapping, *, source: str = 
                         config: str | None = None) -> None:
     """``load_detector_checkpoint`` for a checkpoint already read (``source`` names it in errors)."""
     state_dict = dense_state_dict(checkpoint)
-    target = model.module if is_model_wrapper(model) else model
+    target = model
+    while is_model_wrapper(target) or isinstance(target, BaseTTAModel):  # DDP, test-time augmentation
+        target = target.module
     what = f'{source} ({describe_checkpoint(checkpoint)})'
     into = f'the {type(target).__name__}' + (f' of {config}' if config else '')
     try:
