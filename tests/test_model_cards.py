@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -114,3 +115,19 @@ def test_committed_readme_is_generated_from_the_committed_files():
     proc = subprocess.run([sys.executable, str(REPO / 'tools' / 'model_cards.py'), '--check'],
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
+
+
+FAMILIES_WITH_OFFICIAL_DENSE_CODE = ('biformer', 'crossformer', 'davit', 'litv2', 'ravlt', 'shvit', 'van')
+
+
+@pytest.mark.parametrize('family', FAMILIES_WITH_OFFICIAL_DENSE_CODE)
+def test_released_dense_weights_table_names_existing_configs(family):
+    card = (REPO / 'model_cards' / f'{family}.md').read_text()
+    assert '## Released dense weights' in card
+    section = card.split('## Released dense weights', 1)[1].split('\n## ', 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith('|') and not line.startswith('|---')][1:]
+    assert rows, f'{family}: the released dense weights table has no rows'
+    configs = re.findall(r'`(configs/[^`]+\.py)`', section)
+    assert configs, f'{family}: no config named in the released dense weights section'
+    missing = [c for c in configs if not (REPO / c).is_file()]
+    assert not missing, f'{family} card names configs that do not exist: {missing}'
