@@ -97,3 +97,22 @@ def test_official_dense_outputs(path, config, tmp_path):
             samples = torch.tensor(ref['samples'])
             assert _rel(_samples(ours, i, len(samples)), samples) <= TOLERANCE, (size, i, 'samples')
 
+
+
+@pytest.mark.parametrize('path', [p for p in FIXTURES if _fixture(p).get('smallest')], ids=lambda p: p.stem)
+def test_load_from_takes_the_same_weights_as_init_cfg(path, tmp_path):
+    # load_from (mmengine's load_checkpoint into the whole model) converts the official
+    # backbone keys in ZooBackbone's own state-dict hook, not through init_cfg: both must
+    # arrive at the same tensors, output norms included.
+    from mmengine.runner.checkpoint import load_checkpoint
+    fx = _fixture(path)
+    file = write_official_dense_file(fx, tmp_path / 'official.pth')
+    expected = _backbone_from_config(fx['configs'][0], file).state_dict()
+    cfg = Config.fromfile(str(REPO / fx['configs'][0])).model.backbone
+    cfg.pop('init_cfg', None)
+    detector = torch.nn.Module()
+    detector.backbone = MODELS.build(cfg)
+    load_checkpoint(detector, str(file), strict=True)
+    loaded = detector.backbone.state_dict()
+    assert loaded.keys() == expected.keys()
+    assert all(torch.equal(loaded[k], expected[k]) for k in expected)
