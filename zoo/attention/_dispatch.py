@@ -1,10 +1,10 @@
 """Backend registry, backend selection, input validation and the public attention ops.
 
 Every op goes through the same three steps: validate its inputs once (:func:`_check_qkv` and
-friends), pick a backend with the one selection rule (:func:`_select`), make sure that backend
-can run here (:func:`_unavailable_reason`), then call the function of the same name as the op
-in the backend's module. Backend modules are imported only when first used, so importing
-``zoo.attention`` never imports triton, natten or xformers.
+friends), pick the backends to try with the one selection rule (:func:`_candidates`), then
+call the function of the same name as the op in the backend's module. Backend modules are
+imported only when first used, so importing ``zoo.attention`` never imports triton, natten or
+xformers.
 
 Selection, highest priority first:
 
@@ -13,11 +13,18 @@ Selection, highest priority first:
 3. the ``ZOO_ATTENTION_BACKEND`` environment variable, read at each call;
 4. the op's default: ``'sdpa'`` where the op has an sdpa path, else ``'reference'``.
 
-The first of these that is set decides, and it must name a backend that implements the op,
-else :class:`BackendNotSupported` is raised. A setting may list several names separated by
-commas (``'triton,sdpa'``): the first one that implements the op is used, so one setting can
-cover a model whose blocks use different ops. Nothing falls back silently on a missing package
-or device: a selected backend that cannot run raises :class:`BackendUnavailable`.
+The first of these that is set decides. A setting may list several names separated by commas
+(``'triton,sdpa'``), so that one setting can cover a model whose blocks use different ops.
+
+Only the ``backend=`` argument is strict: its first name that implements the op is used, none
+is :class:`BackendNotSupported`, and one that cannot run here is :class:`BackendUnavailable`.
+A global setting (:func:`use_backend` or the environment variable) is a preference, so that no
+setting can break a model: its first name that implements the op and can run here is used,
+and if that backend then refuses the call's arguments (e.g. NATTEN without relative position
+bias) the next one runs. When a listed backend implements the op but cannot run it, or no
+listed backend implements it, the op runs on its default instead, with one
+:class:`BackendFallbackWarning` per op and setting that says why. A listed name that does not
+implement the op is skipped silently when a later listed name does (that is what lists are for).
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ import importlib
 import os
 import sys
 import types
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -57,10 +65,28 @@ _IMPLEMENTATIONS: dict[str, tuple[str, ...]] = {
 OPS: tuple[str, ...] = tuple(_IMPLEMENTATIONS)
 _DEFAULTS = {op: 'sdpa' if 'sdpa' in impls else 'reference' for op, impls in _IMPLEMENTATIONS.items()}
 _LOADED: dict[str, types.ModuleType] = {}
+# What a backend that runs an op here still refuses, depending on the call (it raises before
+# computing; under a global preference the call then runs on the next backend or the default).
+CALL_LIMITS: dict[tuple[str, str], str] = {
+    ('neighborhood_attention', 'natten'): (
+        'no relative position bias (rpb); forward only on CPU; no kernel for some head dims and dtypes'
+    ),
+    ('routed_attention', 'triton'): 'float32, float16 and bfloat16 only',
+}
+
+# Every op with backends, those of this module and those defined in their own modules (halo,
+# post-softmax mask; they call register_op on import): op -> (implementing backends, default).
+_PATTERNS: dict[str, tuple[tuple[str, ...], str]] = {op: (_IMPLEMENTATIONS[op], _DEFAULTS[op]) for op in OPS}
 
 _SCOPED: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar(
     'zoo_attention_backend', default=None
 )
+# The (op, backend) list of the innermost record_ops() block, or None outside one.
+_RECORDING: contextvars.ContextVar[list[tuple[str, str]] | None] = contextvars.ContextVar(
+    'zoo_attention_recording', default=None
+)
+# (op, setting) pairs already warned about: each fallback is reported once per process.
+_WARNED: set[tuple[str, tuple[str, ...]]] = set()
 
 
 class BackendNotSupported(ValueError):
@@ -69,6 +95,11 @@ class BackendNotSupported(ValueError):
 
 class BackendUnavailable(RuntimeError):
     """The selected backend cannot run here: its package is missing or it needs another device."""
+
+
+class BackendFallbackWarning(UserWarning):
+    """A backend preferred by use_backend() or $ZOO_ATTENTION_BACKEND cannot run an op, which
+    runs on another backend instead."""
 
 
 # --- selection ------------------------------------------------------------------------------
@@ -96,43 +127,160 @@ def _parse(setting: str, source: str) -> tuple[str, ...]:
 
 
 def _check_op(op: str) -> str:
-    if op not in _IMPLEMENTATIONS:
-        raise ValueError(f"unknown attention op {op!r}; the ops are: {', '.join(OPS)}")
+    if op not in _PATTERNS:
+        raise ValueError(f"unknown attention op {op!r}; the ops are: {', '.join(_PATTERNS)}")
     return op
 
 
-def _select(op: str, backend: str | None) -> str:
-    """The one selection rule shared by every op (see the module docstring)."""
-    return select_backend(op, backend, _IMPLEMENTATIONS[op], _DEFAULTS[op])
+def register_op(op: str, implemented: Sequence[str], default: str) -> None:
+    """Declare an op defined in its own module (with :func:`select_backend`), so that
+    :func:`get_backend`, :func:`backend_status` and ``python -m zoo backends`` know it."""
+    if default not in implemented or not set(implemented) <= set(BACKENDS):
+        raise ValueError(f'{op}: backends {tuple(implemented)} with default {default!r} are not valid')
+    _PATTERNS[op] = (tuple(implemented), default)
 
 
-def select_backend(op: str, backend: str | None, implemented: Sequence[str], default: str) -> str:
-    """The selection rule, for ``op`` implemented by the backends ``implemented``: the first
-    setting given of the ``backend=`` argument, ``use_backend()`` and the environment variable
-    decides (its first name that implements the op; none of them is an error), else
-    ``default``. Ops defined in their own modules (halo, post-softmax mask) use it too."""
-    settings = (
-        ('the backend= argument', backend),
-        ('use_backend()', _SCOPED.get()),
-        (f'${ENV_VAR}', os.environ.get(ENV_VAR, '').strip() or None),
+def _not_implemented(op: str, implemented: Sequence[str]) -> str:
+    return f'does not implement {op} (the backends that do: {_quoted(implemented)})'
+
+
+def _global_setting() -> tuple[str, tuple[str, ...]] | None:
+    """The active global preference as (where it comes from, names), or None."""
+    scoped = _SCOPED.get()
+    if scoped is not None:
+        return 'use_backend()', scoped
+    env = os.environ.get(ENV_VAR, '').strip()
+    if env:
+        return f'${ENV_VAR}', _parse(env, f'${ENV_VAR}')
+    return None
+
+
+def _candidates(
+    op: str, backend: str | None, implemented: Sequence[str], default: str,
+    device: torch.device | None, warn: bool = True,
+) -> tuple[str, ...]:
+    """The backends to try for one call of ``op``, in order (see the module docstring).
+
+    Args:
+        op: The op's name, for messages.
+        backend: The call's ``backend=`` argument (strict), or None.
+        implemented: The backends that implement ``op``.
+        default: The op's default backend; it always runs.
+        device: The device of the call's tensors (None: any device of this machine).
+        warn: Emit the fallback warning (a query such as :func:`get_backend` does not).
+
+    Raises:
+        BackendNotSupported: ``backend`` names no backend implementing ``op``.
+        BackendUnavailable: ``backend``'s first name implementing ``op`` cannot run here.
+    """
+    if backend is not None:
+        names = _parse(backend, 'the backend= argument')
+        name = next((name for name in names if name in implemented), None)
+        if name is None:
+            raise BackendNotSupported(
+                f'{op} is not implemented by backend {_quoted(names)} (from the backend= argument); '
+                f'the backends that implement it: {_quoted(implemented)}'
+            )
+        problem = _unavailable_reason(name, device)
+        if problem is not None:
+            raise BackendUnavailable(f'{op}: {problem}')
+        return (name,)
+    setting = _global_setting()
+    if setting is None:
+        return (default,)
+    source, names = setting
+    runnable, skipped = [], []
+    for name in names:
+        problem = _not_implemented(op, implemented) if name not in implemented else _unavailable_reason(name, device)
+        if problem is None:
+            runnable.append(name)
+        elif name in implemented:
+            skipped.append((name, problem))  # it should have run: always worth saying why not
+        else:
+            skipped.append((name, None))  # said only if no listed backend runs the op
+    falls_back = not runnable and default not in names
+    if default not in runnable:
+        runnable.append(default)
+    reasons = [
+        (name, problem or _not_implemented(op, implemented))
+        for name, problem in skipped if problem is not None or falls_back
+    ]
+    if warn and reasons:
+        _warn_fallback(op, source, names, reasons, runnable[0])
+    return tuple(runnable)
+
+
+def _warn_fallback(op: str, source: str, names: tuple[str, ...], reasons: list[tuple[str, str]],
+                   instead: str) -> None:
+    """Warn, once per op and setting, that the preferred backends could not run ``op``."""
+    if (op, names) in _WARNED:
+        return
+    _WARNED.add((op, names))
+    why = '; '.join(f"'{name}' {_strip_backend(op, name, reason)}" for name, reason in reasons)
+    warnings.warn(
+        f"zoo.attention: {source} prefers backend {_quoted(names)}, but for {op} {why}; "
+        f"{op} runs on '{instead}' instead. A global setting is a preference: only an op's "
+        f"backend= argument is strict. (Warned once per op and setting.)",
+        BackendFallbackWarning,
+        stacklevel=5,
     )
-    for source, setting in settings:
-        if setting is None:
-            continue
-        names = setting if isinstance(setting, tuple) else _parse(setting, source)
-        for name in names:
-            if name in implemented:
-                return name
-        raise BackendNotSupported(
-            f'{op} is not implemented by backend {_quoted(names)} (from {source}); '
-            f'the backends that implement it: {_quoted(implemented)}'
-        )
-    return default
+
+
+def _strip_backend(op: str, name: str, reason: str) -> str:
+    """Word a reason to follow the backend's name: "the 'x' backend needs ..." -> "needs ..."."""
+    reason = reason.removeprefix(f'{op}: ')
+    stripped = reason.removeprefix(f"the '{name}' backend ")
+    if stripped != reason or reason.startswith('does not implement'):
+        return stripped
+    return f'refused the call: {reason}'
+
+
+def _record(op: str, name: str) -> None:
+    recording = _RECORDING.get()
+    if recording is not None:
+        recording.append((op, name))
+
+
+def select_backend(
+    op: str, backend: str | None, implemented: Sequence[str], default: str,
+    device: torch.device | None = None,
+) -> str:
+    """The selection rule (see the module docstring) for ``op`` implemented by the backends
+    ``implemented``, for ops defined in their own modules (halo, post-softmax mask) whose
+    backends accept every argument: the first backend it would try.
+
+    Raises:
+        BackendNotSupported, BackendUnavailable: only for a strict ``backend=`` argument.
+    """
+    name = _candidates(op, backend, implemented, default, device)[0]
+    _record(op, name)
+    return name
+
+
+@contextlib.contextmanager
+def record_ops() -> Iterator[list[tuple[str, str]]]:
+    """Record the ``(op, backend)`` of every attention op called inside the block, in order.
+
+    ``python -m zoo backends`` runs each family's smallest model once inside this block (on the
+    meta device) to learn which ops the family uses. Ops reached through other ops (grouped
+    attention through window and dense attention) are recorded as the ops they call.
+    """
+    calls: list[tuple[str, str]] = []
+    token = _RECORDING.set(calls)
+    try:
+        yield calls
+    finally:
+        _RECORDING.reset(token)
 
 
 @contextlib.contextmanager
 def use_backend(name: str | None) -> Iterator[None]:
-    """Select the attention backend for the ops called inside the ``with`` block.
+    """Prefer an attention backend for the ops called inside the ``with`` block.
+
+    A preference, not a requirement: an op that the backend does not implement, cannot run
+    here (package, device) or cannot run for the call's arguments runs on its default backend
+    instead, with a :class:`BackendFallbackWarning` once per op and setting. Pass ``backend=``
+    to an op to require a backend.
 
     The setting lives in a context variable: it nests (the innermost block wins), and threads
     and asyncio tasks each see their own. An op's ``backend=`` argument still takes precedence,
@@ -141,8 +289,8 @@ def use_backend(name: str | None) -> Iterator[None]:
     Args:
         name: A backend name (``'reference'``/``'math'``, ``'sdpa'``, ``'natten'``,
             ``'xformers'``, ``'triton'``), a comma-separated preference list such as
-            ``'triton,sdpa'`` (each op uses the first listed backend that implements it), or
-            None to clear an enclosing setting inside the block.
+            ``'triton,sdpa'`` (each op uses the first listed backend that implements it and
+            runs here), or None to clear an enclosing setting inside the block.
 
     Raises:
         ValueError: ``name`` is not a known backend (checked on entering the block).
@@ -155,20 +303,56 @@ def use_backend(name: str | None) -> Iterator[None]:
         _SCOPED.reset(token)
 
 
-def get_backend(op: str) -> str:
+def get_backend(op: str, device: torch.device | str | None = None) -> str:
     """Return the backend a call of ``op`` would use now, without ``backend=``.
 
-    Whether the backend can run (package, device) is checked at call time, against the device
-    of the call's tensors.
+    Limits that depend on a call's arguments (e.g. NATTEN has no relative position bias) are
+    not known here; such a call runs on the next backend of the setting, or the default.
 
     Args:
-        op: One of :data:`OPS`, e.g. ``'window_attention'``.
+        op: One of :data:`OPS` or the ops registered by their own modules, e.g.
+            ``'window_attention'`` or ``'halo_attention'``.
+        device: The device of the call's tensors; None means any device of this machine.
 
     Raises:
         ValueError: unknown op, or an unknown name in the active setting.
-        BackendNotSupported: the active setting names no backend implementing ``op``.
     """
-    return _select(_check_op(op), None)
+    implemented, default = _PATTERNS[_check_op(op)]
+    device = torch.device(device) if isinstance(device, str) else device
+    return _candidates(op, None, implemented, default, device, warn=False)[0]
+
+
+def list_ops() -> tuple[str, ...]:
+    """Every op with backends: :data:`OPS` and those defined in their own modules (halo,
+    post-softmax mask), in registration order."""
+    return tuple(_PATTERNS)
+
+
+def default_backend(op: str) -> str:
+    """The backend that runs ``op`` when nothing is set (``'sdpa'`` where it has a path)."""
+    return _PATTERNS[_check_op(op)][1]
+
+
+def backend_status(op: str) -> dict[str, str | None]:
+    """Whether each backend can run ``op`` on this machine: None if it can, else why not.
+
+    Args:
+        op: One of :data:`OPS` or the ops registered by their own modules.
+
+    Returns:
+        ``{backend: reason or None}`` for every name of :data:`BACKENDS`, in that order; a
+        reason reads after the backend's name ("needs xFormers, which is not installed: ...").
+        Limits on a call's arguments are in :data:`CALL_LIMITS`.
+    """
+    implemented, _ = _PATTERNS[_check_op(op)]
+    status: dict[str, str | None] = {}
+    for name in BACKENDS:
+        if name not in implemented:
+            status[name] = f'cannot compute this pattern (it has no {op} path)'
+        else:
+            problem = _unavailable_reason(name, None)
+            status[name] = None if problem is None else _strip_backend(op, name, problem)
+    return status
 
 
 def available_backends(op: str | None = None) -> list[str]:
@@ -182,7 +366,7 @@ def available_backends(op: str | None = None) -> list[str]:
         importable and, for the CUDA-only ones, with a CUDA device present (or, for
         ``'triton'``, with ``TRITON_INTERPRET=1`` set).
     """
-    names = BACKENDS if op is None else _IMPLEMENTATIONS[_check_op(op)]
+    names = BACKENDS if op is None else _PATTERNS[_check_op(op)][0]
     return [name for name in BACKENDS if name in names and _unavailable_reason(name, None) is None]
 
 
@@ -250,15 +434,28 @@ def _unavailable_reason(backend: str, device: torch.device | None) -> str | None
     return None
 
 
-def _run(op: str, backend: str | None, device: torch.device, *args: object, **kwargs: object) -> Tensor:
-    name = _select(op, backend)
-    problem = _unavailable_reason(name, device)
-    if problem is not None:
-        raise BackendUnavailable(f'{op}: {problem}')
+def _function(name: str, op: str) -> Callable[..., Tensor]:
     module = _LOADED.get(name)
     if module is None:  # imported once, on first use; a dict lookup keeps torch.compile tracing
         module = _LOADED[name] = importlib.import_module(f'{__package__}.{_MODULES[name]}')
-    return getattr(module, op)(*args, **kwargs)
+    return getattr(module, op)
+
+
+def _run(op: str, backend: str | None, device: torch.device, *args: object, **kwargs: object) -> Tensor:
+    names = _candidates(op, backend, _IMPLEMENTATIONS[op], _DEFAULTS[op], device)
+    # Only a preference has more than one candidate: a backend refusing these arguments (it
+    # raises before computing anything) hands the call to the next one.
+    for name, following in zip(names, names[1:]):
+        try:
+            out = _function(name, op)(*args, **kwargs)
+        except (BackendNotSupported, BackendUnavailable) as exc:
+            setting = _global_setting()
+            _warn_fallback(op, setting[0], setting[1], [(name, str(exc))], following)
+            continue
+        _record(op, name)
+        return out
+    _record(op, names[-1])
+    return _function(names[-1], op)(*args, **kwargs)
 
 
 # --- validation -----------------------------------------------------------------------------

@@ -50,6 +50,7 @@ __all__ = ['halo_attention']
 
 _OP = 'halo_attention'
 _IMPLEMENTED = ('reference', 'sdpa')
+_dispatch.register_op(_OP, _IMPLEMENTED, default='sdpa')
 _INDEX_CACHE: dict[tuple[int, int, torch.device], Tensor] = {}
 
 

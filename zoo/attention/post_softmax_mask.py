@@ -43,6 +43,7 @@ __all__ = ['causal_post_softmax_attention', 'soft_causal_mask']
 
 _OP = 'causal_post_softmax_attention'
 _IMPLEMENTED = ('reference', 'sdpa')
+_dispatch.register_op(_OP, _IMPLEMENTED, default='sdpa')
 _BLOCK = 1024  # query rows per block of logits in the portable sdpa path
 # Below this size of the (B, heads, N, N) weights the 'sdpa' backend materialises them: the
 # fused kernel's two passes cost more than they save for short sequences (e.g. 197 tokens at
