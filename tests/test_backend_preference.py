@@ -74,7 +74,11 @@ def family_models() -> dict[str, tuple[torch.nn.Module, torch.Tensor, torch.Tens
     try:
         for family in list_families():
             torch.manual_seed(0)
-            model = timm.create_model(smallest_variant(family)).eval()
+            with za.record_ops() as calls:
+                model = timm.create_model(smallest_variant(family)).eval()
+            # Building calls no attention op, so it is the same under every setting: the tests
+            # below build each model once and run it under each setting.
+            assert calls == [], f'{family}: building the model called {calls}'
             with torch.no_grad():
                 # timm zero-initialises some residual gains (HaloNet, SHViT): give them values, so
                 # that the attention of every block shows in the features.
