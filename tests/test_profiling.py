@@ -6,6 +6,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -215,3 +216,17 @@ def test_benchmark_cli(tmp_path: Path) -> None:
     for stat in (entry['throughput']['img_per_s'], entry['latency']['latency_ms'], entry['efficiency']):
         assert stat['q25'] <= stat['median'] <= stat['q75']
     assert res['dense_memory']['default']['128']['peak_mb']['median'] > 0
+
+
+def test_attention_backend_refuses_to_measure_a_fallback():
+    # linear_attention has no SDPA path: under a global preference it runs on its default,
+    # which a benchmark row labelled 'sdpa' must not time.
+    from zoo.attention import BackendNotSupported, linear_attention
+    from zoo.profiling import attention_backend
+    q = k = v = torch.rand(1, 2, 16, 8)
+    with attention_backend('reference'):
+        linear_attention(q, k, v)
+    with pytest.raises(BackendNotSupported, match="'sdpa' backend does not run linear_attention"):
+        with attention_backend('sdpa'), warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # the fallback warning is said once per process
+            linear_attention(q, k, v)

@@ -167,6 +167,9 @@ def optional_module(name: str) -> ModuleType | None:
 def attention_backend(name: str | None) -> Iterator[None]:
     """Run the block with the zoo's attention backend ``name``; None (or no zoo.attention): as is.
 
+    Raises ``BackendNotSupported`` after the block when one of its attention ops did not run
+    on ``name`` (the preference fell back to the op's default).
+
     Args:
         name: a name from ``zoo.attention.available_backends()``, or None for the default.
     """
@@ -176,8 +179,14 @@ def attention_backend(name: str | None) -> Iterator[None]:
     attention = optional_module('zoo.attention')
     if attention is None:
         raise RuntimeError(f'attention backend {name!r} requested but zoo.attention is not available')
-    with attention.use_backend(name):
+    # A global setting is a preference: ops the backend cannot run fall back to their default.
+    # A measurement under the backend's name must not time the default instead.
+    with attention.use_backend(name), attention.record_ops() as calls:
         yield
+    fell_back = sorted({op for op, ran in calls if ran != name})
+    if fell_back:
+        raise attention.BackendNotSupported(
+            f"the '{name}' backend does not run {', '.join(fell_back)} here (they fell back to their default)")
 
 
 def _create(name: str, device: str | torch.device | None = None, **create_kwargs: Any) -> nn.Module:
