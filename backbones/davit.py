@@ -12,16 +12,18 @@ depthwise-conv position encoding before attention and before the MLP.
 How this module relates to timm. timm's ``DaVit`` and its ``checkpoint_filter_fn`` already
 reproduce the official model (any input size, official files load; the parity fixture
 passes), so nothing is re-implemented: :class:`DaViT` subclasses timm's class, and the
-three official variants are registered again here, deliberately replacing timm's entries
-when ``zoo`` is imported (timm's overwrite warning is silenced for exactly these names).
-What that adds:
+three official variants are registered again here, replacing timm's entrypoints when
+``zoo`` is imported (timm's overwrite warning is silenced for exactly these names). timm's
+tag ``msft_in1k`` stays registered with timm's values and stays the default, so timm code
+sees the same cfgs and weights. What the zoo adds:
 
 - input validation (``zoo.layers.validate_input``: channels, dtype, NaN, at least 32x32);
 - ``forward_intermediates`` with ``NHWC`` output, and ``features_only`` through it;
-- pretrained cfgs ``official_in1k`` with the official evaluation settings (crop 0.9,
-  bicubic: the official ``validate.py`` uses the model's default cfg), pointing at timm's
-  hub copy of the official weights (same values, converted layout) because the official
-  host has no direct download; the official files themselves load with
+- the tag ``official_in1k`` beside timm's: the official evaluation settings (crop 0.9,
+  bicubic: the official ``validate.py`` uses the model's default cfg) and license (MIT),
+  pointing at timm's hub copy of the official weights (same values, converted layout)
+  because the official host has no direct download (its ``notes`` say where each value
+  comes from); the official files themselves load with
   ``pretrained_cfg_overlay=dict(file=...)`` through timm's filter.
 
 timm's other DaViT entries (``davit_large/huge/giant`` without weights, the Florence-2
@@ -35,7 +37,8 @@ from typing import Any
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import generate_default_cfgs, register_model
+from timm.models import davit as timm_davit
+from timm.models import register_model
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint
 from timm.models.davit import DaVit as TimmDaVit
@@ -43,6 +46,7 @@ from timm.models.davit import checkpoint_filter_fn
 
 from zoo.builder import build_zoo_model
 from zoo.layers import validate_input
+from zoo.registry import with_timm_tags
 
 __all__ = ['DaViT', 'checkpoint_filter_fn']
 
@@ -130,17 +134,25 @@ def _cfg(variant: str, **kwargs: Any) -> dict[str, Any]:
         'license': 'mit', 'paper_ids': 'arXiv:2204.03645',
         'paper_name': 'DaViT: Dual Attention Vision Transformers',
         'origin_url': 'https://github.com/dingmyu/davit',
+        'notes': (
+            f'hf_hub_id: timm/{variant}.msft_in1k, timm\'s conversion of the official weights (the official '
+            'SharePoint pages have no direct download); the same tensors as the msft_in1k tag',
+            'crop_pct: 0.9, bicubic, ImageNet mean/std: the official validate.py, which uses the model\'s '
+            'default cfg (timm\'s msft_in1k tag says crop 0.95)',
+            'license: MIT, the official repository (timm\'s msft_in1k tag says apache-2.0)',
+        ),
         **kwargs,
     }
 
 
-default_cfgs = generate_default_cfgs({
+# timm's msft_in1k tags stay first (the default, timm's values); official_in1k sits beside them.
+default_cfgs = with_timm_tags(timm_davit, ['davit_tiny', 'davit_small', 'davit_base'], {
     'davit_tiny.official_in1k': _cfg('davit_tiny'),
     'davit_small.official_in1k': _cfg('davit_small'),
     'davit_base.official_in1k': _cfg('davit_base'),
 })
 
-# These names are timm's: registering them again replaces timm's entries on purpose.
+# These names are timm's: registering them again replaces timm's entrypoints on purpose.
 with warnings.catch_warnings():
     warnings.filterwarnings('ignore', message=r'Overwriting davit_(tiny|small|base) in registry')
 

@@ -14,8 +14,8 @@ by the halo at the image border), with relative position logits (``height_rel``,
 
 How this module relates to timm. The models are timm's ``ByobNet`` built from timm's own
 configs, not re-implemented; the four names with weights are registered again here,
-deliberately replacing timm's entries when ``zoo`` is imported (timm's overwrite warning is
-silenced for exactly these names). What that adds:
+replacing timm's entrypoints when ``zoo`` is imported (timm's overwrite warning is silenced
+for exactly these names). What that adds:
 
 - **any input size, and ONNX with dynamic H/W**. timm's ``HaloAttn`` needs the feature map
   divisible by the block size, so its models take only multiples of 256 (8 x stride 32);
@@ -34,11 +34,13 @@ silenced for exactly these names). What that adds:
   families and the mm adapter; ``NHWC`` output.
 - input validation (``zoo.layers.validate_input``: channels, dtype, NaN, at least 32x32).
 
-Pretrained cfgs keep timm's tags (``a1h_in1k``, ``ra2_in1k``, ``c1_in1k``) and timm's
-download locations (hub repo ``timm/<name>.<tag>``, release URL as fallback): the weights are
-timm's trainings, not an official release, so they are not labelled ``official_`` (the
-family is listed in ``TIMM_WEIGHT_FAMILIES`` of ``tests/test_contract.py``). Their
-evaluation settings are timm's (256x256, crop 0.94-0.95, bicubic, ImageNet mean/std).
+The pretrained cfgs are timm's own, registered unchanged (``zoo.registry.with_timm_tags``):
+timm's tags (``a1h_in1k``, ``ra2_in1k``, ``c1_in1k``), download locations (hub repo
+``timm/<name>.<tag>``, release URL) and evaluation settings (256x256, crop 0.94-0.95,
+bicubic, ImageNet mean/std). The weights are timm's trainings, not an official release, so
+the zoo adds no ``official_`` tag (the family is listed in ``TIMM_WEIGHT_FAMILIES`` of
+``tests/test_contract.py``). Their ``min_input_size`` (256) is timm's model's; the zoo's
+takes any size from 32x32 (``model.min_input_size``).
 ``halonet_h1`` (the paper's H1, no weights) and the other halo hybrids stay timm's.
 """
 from __future__ import annotations
@@ -49,9 +51,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers.halo_attn import HaloAttn
-from timm.models import generate_default_cfgs, register_model
+from timm.models import byoanet as timm_byoanet
+from timm.models import register_model
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 from timm.models.byoanet import model_cfgs
@@ -60,6 +62,7 @@ from timm.models.byobnet import ByobNet, ByoModelCfg
 from zoo.attention import halo_attention
 from zoo.builder import build_zoo_model
 from zoo.layers import validate_input
+from zoo.registry import with_timm_tags
 
 __all__ = ['HaloNet', 'HaloAttention']
 
@@ -183,31 +186,10 @@ def _create_halonet(variant: str, pretrained: bool = False, **kwargs: Any) -> Ha
     )
 
 
-_RELEASE = 'https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-attn-weights/'
+# timm's cfgs, unchanged: the weights and their evaluation settings are timm's.
+default_cfgs = with_timm_tags(timm_byoanet, ['halonet26t', 'sehalonet33ts', 'halonet50ts', 'eca_halonext26ts'])
 
-
-def _cfg(file: str, **kwargs: Any) -> dict[str, Any]:
-    return {
-        'url': _RELEASE + file, 'hf_hub_id': 'timm/',  # timm's hub repo 'timm/<name>.<tag>', as timm's cfg
-        'num_classes': 1000, 'input_size': (3, 256, 256), 'pool_size': (8, 8),
-        'crop_pct': 0.94, 'interpolation': 'bicubic',
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'stem.conv1.conv', 'classifier': 'head.fc',
-        'license': 'apache-2.0', 'paper_ids': 'arXiv:2103.12731',
-        'paper_name': 'Scaling Local Self-Attention for Parameter Efficient Visual Backbones',
-        'origin_url': 'https://github.com/huggingface/pytorch-image-models',
-        **kwargs,
-    }
-
-
-default_cfgs = generate_default_cfgs({
-    'halonet26t.a1h_in1k': _cfg('halonet26t_a1h_256-3083328c.pth', crop_pct=0.95),
-    'sehalonet33ts.ra2_in1k': _cfg('sehalonet33ts_256-87e053f9.pth'),
-    'halonet50ts.a1h_in1k': _cfg('halonet50ts_a1h2_256-f3a3daee.pth'),
-    'eca_halonext26ts.c1_in1k': _cfg('eca_halonext26ts_c_256-06906299.pth'),
-})
-
-# These names are timm's: registering them again replaces timm's entries on purpose.
+# These names are timm's: registering them again replaces timm's entrypoints on purpose.
 with warnings.catch_warnings():
     warnings.filterwarnings(
         'ignore', message=r'Overwriting (halonet26t|sehalonet33ts|halonet50ts|eca_halonext26ts) in registry')

@@ -16,22 +16,23 @@ weights (``timm/shvit_s*.in1k``) but its ``checkpoint_filter_fn`` is a passthrou
 official release files (``blocks1/2/3`` layout) do not load. The model itself is right
 (timm's module tree and forward equal the official code's, checked with the parity
 fixture), so it is not re-implemented: :class:`SHViT` subclasses timm's class and adds
-only what is missing, and the four names are registered again here, deliberately
-replacing timm's entries when ``zoo`` is imported (timm's overwrite warning is silenced
-for exactly these names). What that adds:
+only what is missing, and the four names are registered again here, replacing timm's
+entrypoints when ``zoo`` is imported (timm's overwrite warning is silenced for exactly
+these names). timm's tag ``in1k`` (timm's hub copy) stays registered with timm's values
+and stays the default, so timm code sees the same cfgs and weights. What the zoo adds:
 
-- ``checkpoint_filter_fn`` converts the official layout (and accepts timm's, so
-  ``pretrained_cfg_overlay=dict(hf_hub_id='timm/shvit_s1.in1k', hf_hub_filename=
-  'model.safetensors')`` still loads timm's copy); 1x1 conv weights stored 2-D are reshaped.
-- pretrained cfgs ``official_in1k`` pointing at the official GitHub release files;
+- ``checkpoint_filter_fn`` converts the official layout (and passes timm's through, so the
+  ``in1k`` tag loads timm's copy into this model); 1x1 conv weights stored 2-D are reshaped.
+- the tag ``official_in1k`` beside timm's, pointing at the official GitHub release files
+  (its ``notes`` say where each value comes from);
 - input validation (``zoo.layers.validate_input``: channels, dtype, NaN, at least 64x64);
 - ``forward_intermediates`` with ``NHWC`` output, and ``features_only`` through it.
 
 Any input size already works in timm's model (no windows; every stride-2 conv pads by one,
 so a side of n gives ceil(n / 2)); the minimum is one pixel at stride 64.
 
-Differences from timm's registration: the pretrained tag is ``official_in1k`` (official
-host) instead of ``in1k`` (timm's hub copy); ``features_only`` returns the same three maps.
+Differences from timm's registration: the added tag ``official_in1k`` (official host) next
+to ``in1k`` (timm's hub copy); ``features_only`` returns the same three maps.
 The official detection backbone (SHViT-S4) uses the outputs of the three stages as they
 are (no extra norms) with an EfficientViT-style FPN neck (``necks/efficientvit_fpn.py``).
 """
@@ -43,12 +44,14 @@ from typing import Any
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import generate_default_cfgs, register_model
+from timm.models import register_model
+from timm.models import shvit as timm_shvit
 from timm.models._features import feature_take_indices
 from timm.models.shvit import SHViT as TimmSHViT
 
 from zoo.builder import build_zoo_model
 from zoo.layers import validate_input
+from zoo.registry import with_timm_tags
 
 __all__ = ['SHViT', 'checkpoint_filter_fn']
 
@@ -168,18 +171,26 @@ def _cfg(variant: str, **kwargs: Any) -> dict[str, Any]:
         'license': 'mit', 'paper_ids': 'arXiv:2401.16456',
         'paper_name': 'SHViT: Single-Head Vision Transformer with Memory Efficient Macro Design',
         'origin_url': 'https://github.com/ysj9909/SHViT',
+        'notes': (
+            'url: the official GitHub release v1.0 (official layout, converted on load by '
+            'backbones.shvit.checkpoint_filter_fn); timm\'s in1k tag is timm\'s hub copy in timm\'s layout',
+            'input_size, crop_pct 0.875, bicubic, ImageNet mean/std: the official DeiT-style evaluation '
+            '(resize to 256/224 of the input size, centre crop); 256x256 for S4 as in the paper',
+            'license: MIT, the official repository',
+        ),
         **kwargs,
     }
 
 
-default_cfgs = generate_default_cfgs({
+# timm's in1k tags stay first (the default, timm's values); official_in1k sits beside them.
+default_cfgs = with_timm_tags(timm_shvit, ['shvit_s1', 'shvit_s2', 'shvit_s3', 'shvit_s4'], {
     'shvit_s1.official_in1k': _cfg('shvit_s1'),
     'shvit_s2.official_in1k': _cfg('shvit_s2'),
     'shvit_s3.official_in1k': _cfg('shvit_s3'),
     'shvit_s4.official_in1k': _cfg('shvit_s4', input_size=(3, 256, 256)),
 })
 
-# These names are timm's: registering them again replaces timm's entries on purpose.
+# These names are timm's: registering them again replaces timm's entrypoints on purpose.
 with warnings.catch_warnings():
     warnings.filterwarnings('ignore', message=r'Overwriting shvit_s\d in registry')
 

@@ -15,7 +15,7 @@ from timm.models import get_pretrained_cfg
 from timm.models._manipulate import group_parameters
 
 from zoo.layers import InputError
-from zoo.registry import family_of, pretrained_tags
+from zoo.registry import family_of, pretrained_tags, timm_tags
 from zoo_testutils import ALL_MODELS, DATA, SMALLEST, model_params
 
 # One file per family (tests/data/official_params/<family>.json), each with a '_source' note.
@@ -51,8 +51,11 @@ def test_param_count_is_official(name):
 
 @pytest.mark.parametrize('name', ALL_MODELS)
 def test_pretrained_cfgs(name):
-    tags = pretrained_tags(name)
-    assert tags, f'{name} has no pretrained cfg'
+    # Under timm's own names, timm's tags keep timm's values (tests/test_timm_compat.py checks
+    # them against timm's): the conventions below are for the zoo's own tags.
+    theirs = timm_tags(name)
+    tags = [t for t in pretrained_tags(name) if t not in theirs]
+    assert tags or theirs, f'{name} has no pretrained cfg'
     # A family with no released weights (LookupViT) has the single tag 'untrained' and no download.
     no_weights = tags == ['untrained']
     timm_weights = family_of(name) in TIMM_WEIGHT_FAMILIES
@@ -60,6 +63,9 @@ def test_pretrained_cfgs(name):
     with torch.device('meta'):
         model = timm.create_model(name)
     modules = dict(model.named_modules())
+    for tag in theirs:
+        cfg = get_pretrained_cfg(f'{name}.{tag}')
+        assert cfg.first_conv in modules and cfg.classifier in modules
     for tag in tags:
         cfg = get_pretrained_cfg(f'{name}.{tag}')
         assert len(cfg.mean) == len(cfg.std) == cfg.input_size[0] == 3

@@ -13,7 +13,9 @@ from zoo_testutils import parity_checkpoint, parity_fixture, parity_input, rel_e
 def test_names_are_taken_over_from_timm():
     for name in ('davit_tiny', 'davit_small', 'davit_base'):
         assert model_entrypoint(name).__module__ == 'backbones.davit'
-        assert pretrained_tags(name) == ['official_in1k']
+        # timm's tag stays the default with timm's values (tests/test_timm_compat.py); ours beside it
+        assert pretrained_tags(name) == ['msft_in1k', 'official_in1k']
+        assert get_pretrained_cfg(name).crop_pct == get_pretrained_cfg(f'{name}.msft_in1k').crop_pct == 0.95
         cfg = get_pretrained_cfg(f'{name}.official_in1k')
         # the official host has no direct download: timm's copy of the official weights
         assert (cfg.hf_hub_id, cfg.hf_hub_filename) == (f'timm/{name}.msft_in1k', 'model.safetensors')

@@ -30,9 +30,12 @@ def test_official_keys_map_to_timm_layout(official, ours):
 def test_names_are_taken_over_from_timm():
     for name in ('shvit_s1', 'shvit_s2', 'shvit_s3', 'shvit_s4'):
         assert model_entrypoint(name).__module__ == 'backbones.shvit'
-        assert pretrained_tags(name) == ['official_in1k']
+        # timm's tag (its hub copy) stays the default with timm's values; ours beside it
+        assert pretrained_tags(name) == ['in1k', 'official_in1k']
+        assert get_pretrained_cfg(name).hf_hub_id == f'timm/{name}.in1k'
         cfg = get_pretrained_cfg(f'{name}.official_in1k')
         assert cfg.url == f'https://github.com/ysj9909/SHViT/releases/download/v1.0/{name}.pth'
+    assert get_pretrained_cfg('shvit_s4.official_in1k').input_size == (3, 256, 256)
     assert get_pretrained_cfg('shvit_s4').input_size == (3, 256, 256)
 
 

@@ -7,10 +7,16 @@ itself (``zoo.checkpoint``), hands the state dict to timm through the pretrained
 ``num_classes`` adaptation, ``features_only`` wrapping). Before the strict load, the
 converted weights are checked against the model so that a file for another variant fails
 with the keys named.
+
+timm's ``img_size`` argument works on every model: a model whose constructor takes it
+(the plain ViTs: the position-embedding grid) gets it, and every model records it as its
+default input size (``pretrained_cfg['input_size']``, which timm's data config reads, and
+``model.img_size``), as timm's models do.
 """
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from urllib.parse import urlparse
 
 from collections.abc import Callable
@@ -35,9 +41,17 @@ def download_url(url: str) -> str:
 
 
 def download_hf(repo_id: str, filename: str) -> str:
-    """Download ``filename`` of the Hugging Face Hub repo ``repo_id`` (cached) and return its path."""
+    """Download ``filename`` of the Hugging Face Hub repo ``repo_id`` (cached) and return its path.
+
+    ``repo_id`` may name a revision as timm's cfgs do (``'timm/name.tag@revision'``).
+    """
     from huggingface_hub import hf_hub_download
-    return hf_hub_download(repo_id, filename=filename)
+    repo_id, _, revision = repo_id.partition('@')
+    return hf_hub_download(repo_id, filename=filename, revision=revision or None)
+
+
+# timm's hub repos ('timm/<name>.<tag>') name no file in their cfgs: timm loads this one.
+TIMM_HUB_FILENAME = 'model.safetensors'
 
 
 def _manual_download_error(variant: str, cfg: dict[str, Any], reason: str) -> CheckpointError:
@@ -52,9 +66,10 @@ def _manual_download_error(variant: str, cfg: dict[str, Any], reason: str) -> Ch
 def resolve_weights_file(variant: str, cfg: dict[str, Any]) -> str:
     """Return a local path for the weights a pretrained cfg points at, downloading if needed.
 
-    Order as in timm: ``file``, then ``hf_hub_id`` (+ ``hf_hub_filename``), then ``url``.
-    Hosts with no direct download (Google Drive, Baidu) have none of these; the error names
-    the page (``origin_url``) and the ``pretrained_cfg_overlay=dict(file=...)`` call to use.
+    Order as in timm: ``file``, then ``hf_hub_id`` (+ ``hf_hub_filename``, else timm's
+    ``model.safetensors``), then ``url``. Hosts with no direct download (Google Drive, Baidu)
+    have none of these; the error names the page (``origin_url``) and the
+    ``pretrained_cfg_overlay=dict(file=...)`` call to use.
     """
     if cfg.get('file'):
         return str(cfg['file'])
@@ -62,8 +77,8 @@ def resolve_weights_file(variant: str, cfg: dict[str, Any]) -> str:
     if host in MANUAL_DOWNLOAD_HOSTS and not cfg.get('hf_hub_id'):  # a web page: downloading gives HTML
         raise _manual_download_error(variant, cfg, f'{variant} has no direct download: its weights are on {host}.')
     try:
-        if cfg.get('hf_hub_id') and cfg.get('hf_hub_filename'):
-            return download_hf(cfg['hf_hub_id'], cfg['hf_hub_filename'])
+        if cfg.get('hf_hub_id'):
+            return download_hf(cfg['hf_hub_id'], cfg.get('hf_hub_filename') or TIMM_HUB_FILENAME)
         if cfg.get('url'):
             return download_url(cfg['url'])
     except CheckpointError:
@@ -132,6 +147,37 @@ def _checking_filter(filter_fn: Callable | None, what: str) -> Callable[[dict[st
     return filter_and_check
 
 
+def _img_size_pair(img_size: Any) -> tuple[int, int]:
+    """``img_size`` as timm takes it (an int or an ``(H, W)`` pair) -> ``(H, W)``, or a clear error."""
+    pair = (img_size, img_size) if isinstance(img_size, int) else img_size
+    if (not isinstance(pair, (tuple, list)) or len(pair) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair)):
+        raise ValueError(f'img_size must be a positive int or an (H, W) pair of positive ints, got {img_size!r}')
+    return int(pair[0]), int(pair[1])
+
+
+def _record_img_size(model_cls: type[nn.Module], variant: str, kwargs: dict[str, Any]) -> tuple[int, int] | None:
+    """Handle timm's ``img_size`` argument in ``kwargs`` (in place); return ``(H, W)`` if given.
+
+    Models of any input size have no size in their architecture, so their constructors do not
+    take it; for them it only sets the default input size. A constructor that does take it
+    (position-embedding grids) still gets it. Either way the pretrained cfg records it through
+    ``pretrained_cfg_overlay`` (timm copies the cfg into ``features_only`` wrappers too); the
+    channel count stays the cfg's, as timm's input-conv adaptation reads it as the weights'.
+    """
+    if kwargs.get('img_size') is None:
+        kwargs.pop('img_size', None)
+        return None
+    h, w = _img_size_pair(kwargs['img_size'])
+    if 'img_size' not in inspect.signature(model_cls).parameters:
+        del kwargs['img_size']
+    cfg = resolve_pretrained_cfg(variant, pretrained_cfg=kwargs.get('pretrained_cfg'),
+                                 pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'))
+    channels = cfg.input_size[0] if cfg is not None else 3
+    kwargs['pretrained_cfg_overlay'] = {**(kwargs.get('pretrained_cfg_overlay') or {}), 'input_size': (channels, h, w)}
+    return h, w
+
+
 def build_zoo_model(
         model_cls: type[nn.Module],
         variant: str,
@@ -150,10 +196,11 @@ def build_zoo_model(
         pretrained_filter_fn: the family's ``checkpoint_filter_fn`` (official layout -> ours).
         feature_cfg: timm feature cfg (e.g. ``dict(out_indices=..., feature_cls='getter')``).
         **kwargs: model arguments plus timm's (``pretrained_cfg``, ``pretrained_cfg_overlay``,
-            ``features_only``, ``out_indices``, ``num_classes``, ``in_chans``...). A
+            ``features_only``, ``out_indices``, ``num_classes``, ``in_chans``, ``img_size``...). A
             ``checkpoint_key`` selects the wrapper key of the file (e.g. ``'model_ema'``).
     """
     checkpoint_key = kwargs.pop('checkpoint_key', None)
+    img_size = _record_img_size(model_cls, variant, kwargs)
     if pretrained:
         cfg = resolve_pretrained_cfg(
             variant,
@@ -167,9 +214,18 @@ def build_zoo_model(
             what = f'checkpoint {path}'
         kwargs['pretrained_cfg'] = cfg
         pretrained_filter_fn = _checking_filter(pretrained_filter_fn, what)
-    return build_model_with_cfg(
+    model = build_model_with_cfg(
         model_cls, variant, pretrained,
         pretrained_filter_fn=pretrained_filter_fn,
         feature_cfg=feature_cfg,
         **kwargs,
     )
+    if img_size is not None:
+        # features_only wraps the model: its minimum input size is the wrapped model's
+        min_size = getattr(getattr(model, 'model', model), 'min_input_size', None)
+        if min_size is not None and min(img_size) < min_size:
+            raise ValueError(f'img_size {img_size[0]}x{img_size[1]} is below the smallest input {variant} '
+                             f'takes ({min_size}x{min_size})')
+        if not hasattr(model, 'img_size'):
+            model.img_size = img_size  # the default input size, where timm's models keep it
+    return model

@@ -1,17 +1,74 @@
 """What the zoo registers with timm: its models, grouped by family."""
 from __future__ import annotations
 
+import copy
+from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from types import ModuleType
+from typing import Any
 
 import timm
-from timm.models import get_pretrained_cfg, is_model, model_entrypoint
-from timm.models._registry import _model_pretrained_cfgs
+from timm.models import generate_default_cfgs, get_pretrained_cfg, is_model, model_entrypoint
+from timm.models._pretrained import DefaultCfg, PretrainedCfg
+from timm.models._registry import _model_default_cfgs
 
 __all__ = ['list_models', 'list_families', 'family_of', 'smallest_variant', 'ModelInfo', 'model_info',
-           'pretrained_tags']
+           'pretrained_tags', 'with_timm_tags', 'replaced_timm_module', 'timm_tags']
 
 _PACKAGE = 'backbones.'
+
+# Zoo models registered under a name that timm registers first -> the timm module whose entrypoint
+# (and pretrained cfgs) the zoo's registration replaces; filled by with_timm_tags.
+_REPLACED_TIMM: dict[str, ModuleType] = {}
+
+
+def with_timm_tags(timm_module: ModuleType, names: list[str],
+                   cfgs: Mapping[str, dict[str, Any] | PretrainedCfg] | None = None) -> dict[str, DefaultCfg]:
+    """The ``default_cfgs`` for models that the zoo registers again under timm's own ``names``.
+
+    timm's ``register_model`` drops every pretrained cfg of a name it registers again, so a
+    family that takes over a timm name must register timm's tags itself: each name gets
+    timm's ``DefaultCfg`` (timm's tags in timm's order, timm's default first, timm's values
+    untouched), then the zoo's own tags from ``cfgs`` after them. ``timm.create_model`` with
+    any of timm's tags, or with none, then gives timm's cfg exactly as before ``import zoo``.
+
+    Args:
+        timm_module: the timm module that registers ``names`` (``timm.models.davit``).
+        names: the timm names the family registers again.
+        cfgs: the zoo's own ``'name.tag'`` cfgs (``generate_default_cfgs`` input), for
+            ``names`` or for other models of the family.
+    """
+    ours = generate_default_cfgs(dict(cfgs or {}))
+    out = dict(ours)
+    for name in names:
+        theirs = timm_module.default_cfgs.get(name) if hasattr(timm_module, 'default_cfgs') else None
+        if theirs is None:
+            raise ValueError(f'{timm_module.__name__} registers no pretrained cfgs for {name!r}')
+        extra = ours.get(name, DefaultCfg())
+        clash = set(theirs.tags) & set(extra.tags)
+        if clash:
+            raise ValueError(f'{name}: the tags {sorted(clash)} are timm\'s; give the zoo\'s cfgs their own tags')
+        out[name] = DefaultCfg(
+            tags=deque([*theirs.tags, *extra.tags]),
+            cfgs={**copy.deepcopy(theirs.cfgs), **extra.cfgs},
+            is_pretrained=theirs.is_pretrained or extra.is_pretrained,
+        )
+        _REPLACED_TIMM[name] = timm_module
+    return out
+
+
+def replaced_timm_module(name: str) -> str | None:
+    """The timm module whose model of the same name the zoo's registration replaces, if any."""
+    module = _REPLACED_TIMM.get(name)
+    return module.__name__ if module is not None else None
+
+
+def timm_tags(name: str) -> list[str]:
+    """timm's own pretrained tags of a name the zoo registers again (default first), else ``[]``."""
+    module = _REPLACED_TIMM.get(name)
+    return list(module.default_cfgs[name].tags) if module is not None else []
 
 
 def list_models(family: str | None = None) -> list[str]:
@@ -55,8 +112,9 @@ def smallest_variant(family: str) -> str:
 
 
 def pretrained_tags(name: str) -> list[str]:
-    """Pretrained tags registered for a model (``official_in1k``...)."""
-    return [t.split('.', 1)[1] for t in _model_pretrained_cfgs if t.split('.', 1)[0] == name and '.' in t]
+    """Pretrained tags registered for a model (``official_in1k``...), the default first."""
+    default_cfg = _model_default_cfgs.get(name)
+    return [t for t in default_cfg.tags if t] if default_cfg is not None else []
 
 
 @dataclass
@@ -68,6 +126,10 @@ class ModelInfo:
     input_size: tuple[int, int, int]
     weights: list[str]
     license: str | None
+    default_tag: str | None = None
+    replaces: str | None = None  # the timm module whose model of this name the zoo's replaces
+    timm_tags: list[str] | None = None  # timm's own tags of that name (kept, with timm's values)
+    notes: dict[str, tuple[str, ...]] | None = None  # per tag with notes: where its values come from
 
 
 def model_info(name: str, with_flops: bool = True) -> ModelInfo:
@@ -79,4 +141,6 @@ def model_info(name: str, with_flops: bool = True) -> ModelInfo:
         model = timm.create_model(name).eval()
         gmacs = count_flops(model, (1, *cfg.input_size)).gmacs
     tags = pretrained_tags(name)
-    return ModelInfo(name, family_of(name), param_count(name), gmacs, tuple(cfg.input_size), tags, cfg.license)
+    return ModelInfo(name, family_of(name), param_count(name), gmacs, tuple(cfg.input_size), tags, cfg.license,
+                     default_tag=cfg.tag, replaces=replaced_timm_module(name), timm_tags=timm_tags(name),
+                     notes={t: tuple(n) for t in tags if (n := get_pretrained_cfg(f'{name}.{t}').notes)})
