@@ -188,7 +188,7 @@ class CrossFormerAttention(nn.Module):
             # (a 4-D bias: SDPA's fused CPU kernel takes no 3-D mask and would fall back to math)
             x = dense_attention(q.flatten(2, 3), k.flatten(2, 3), v.flatten(2, 3), attn_bias=bias.unsqueeze(0),
                                 scale=self.scale)
-            x = x.reshape(B, heads, H, W, -1)
+            x = x.reshape(B, heads, H, W, x.shape[-1])
         else:
             group, interval = self.grouping((H, W))
             if self.lda_grouping == 'v1' and interval > 1:

@@ -32,7 +32,8 @@ for exactly these names). What that adds:
   last one after ``final_conv`` as in timm) instead of timm's five taps (timm also returns
   the stride-2 stem map), so that feature index ``i`` is ``stages[i]`` as in the other
   families and the mm adapter; ``NHWC`` output.
-- input validation (``zoo.layers.validate_input``: channels, dtype, NaN, at least 32x32).
+- input validation (``zoo.layers.validate_input``: channels, dtype, NaN, at least 32x32),
+  and batches of 0 images (timm's ECA gate, swapped like the halo layer, cannot take them).
 
 The pretrained cfgs are timm's own, registered unchanged (``zoo.registry.with_timm_tags``):
 timm's tags (``a1h_in1k``, ``ra2_in1k``, ``c1_in1k``), download locations (hub repo
@@ -51,6 +52,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers.eca import EcaModule
 from timm.layers.halo_attn import HaloAttn
 from timm.models import byoanet as timm_byoanet
 from timm.models import register_model
@@ -64,7 +66,7 @@ from zoo.builder import build_zoo_model
 from zoo.layers import validate_input
 from zoo.registry import with_timm_tags
 
-__all__ = ['HaloNet', 'HaloAttention']
+__all__ = ['HaloNet', 'HaloAttention', 'EcaAttention']
 
 
 class HaloAttention(HaloAttn):
@@ -96,6 +98,19 @@ class HaloAttention(HaloAttn):
         return out
 
 
+class EcaAttention(EcaModule):
+    """timm's ``EcaModule`` with the sizes taken from the input, so that it takes a batch of 0
+    images (timm's ``view(B, 1, -1)`` cannot infer ``-1`` from 0 elements). Same parameters;
+    used by swapping the class of timm's instances, see :class:`HaloNet`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C = x.shape[:2]
+        y = self.conv(x.mean((2, 3)).view(B, 1, C))
+        if self.conv2 is not None:
+            y = self.conv2(self.act(y))
+        return x * self.gate(y).view(B, C, 1, 1).expand_as(x)
+
+
 class HaloNet(ByobNet):
     """timm's ``ByobNet`` halo models with any-size halo attention and four-stage features.
 
@@ -110,6 +125,8 @@ class HaloNet(ByobNet):
         for module in self.modules():
             if isinstance(module, HaloAttn):
                 module.__class__ = HaloAttention
+            elif type(module) is EcaModule:
+                module.__class__ = EcaAttention
         # One entry per stage (timm's list also starts with the stem's stride-2 map).
         self.feature_info = [dict(f) for f in self.feature_info if f['stage'] > 0]
         self.min_input_size = self.feature_info[-1]['reduction']

@@ -355,7 +355,7 @@ class ILLaMA(PlainViTMixin, nn.Module):
             x = self._block(blk, x, rope)
             if i in take_indices:
                 y = self.norm(x) if norm else x
-                y = y[:, :-1].reshape(y.shape[0], gh, gw, -1)  # drop the class token (last)
+                y = y[:, :-1].reshape(y.shape[0], gh, gw, y.shape[-1])  # drop the class token (last)
                 intermediates.append(y if output_fmt == 'NHWC' else y.permute(0, 3, 1, 2).contiguous())
         if intermediates_only:
             return intermediates

@@ -128,7 +128,7 @@ class HiLoAttention(nn.Module):
         q = self.l_q(x).reshape(B, H * W, self.l_heads, self.head_dim).transpose(1, 2)
         if self.ws > 1:
             x = F.avg_pool2d(x.permute(0, 3, 1, 2), self.ws).permute(0, 2, 3, 1)
-        kv = self.l_kv(x).reshape(B, -1, 2, self.l_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        kv = self.l_kv(x).reshape(B, x.shape[1] * x.shape[2], 2, self.l_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         out = dense_attention(q, kv[0], kv[1], scale=self.scale)  # (B, heads, N, d)
         return self.l_proj(out.transpose(1, 2).reshape(B, H, W, self.l_dim))
 

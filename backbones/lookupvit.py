@@ -346,7 +346,7 @@ class LookupViT(PlainViTMixin, nn.Module):
         for i, blk in enumerate(blocks):
             c, lookup = self._block(blk, c, lookup)
             if i in take_indices:
-                y = (self.norm(lookup) if norm else lookup).reshape(lookup.shape[0], gh, gw, -1)
+                y = (self.norm(lookup) if norm else lookup).reshape(lookup.shape[0], gh, gw, lookup.shape[-1])
                 intermediates.append(y if output_fmt == 'NHWC' else y.permute(0, 3, 1, 2).contiguous())
         if intermediates_only:
             return intermediates

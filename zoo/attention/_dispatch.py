@@ -719,8 +719,8 @@ def routed_attention(
         k: Keys grouped by region, (B, heads, R, Nk, head_dim).
         v: Values grouped by region, (B, heads, R, Nk, dv).
         region_index: (B, R, topk) integer indices in [0, R) of the key regions of each query
-            region; converted to int64. Checking its range reads it on the host (a device
-            synchronisation on CUDA; skipped on the meta device and under torch.compile).
+            region; converted to int64. Its range is checked on CPU only: reading the
+            values on the host would synchronise a GPU on every call.
         scale: Logit scale; None means ``head_dim ** -0.5``.
         backend: ``'reference'``/``'math'``, ``'sdpa'`` (default) or ``'triton'`` (CUDA, or
             CPU with ``TRITON_INTERPRET=1``).
@@ -741,8 +741,9 @@ def routed_attention(
     if region_index.device != q.device:
         raise ValueError(f'{op}: region_index is on {region_index.device} but q is on {q.device}')
     region_index = region_index.long()
-    # Values cannot be read on the meta device (FLOP counting) nor while torch.compile traces.
-    if region_index.device.type != 'meta' and not torch.compiler.is_compiling():
+    # Read the values only where that is free: on CPU (not on a GPU, where it would sync, nor
+    # on the meta device, which has none), in eager mode, and when there are any (batch 0).
+    if region_index.device.type == 'cpu' and not torch.compiler.is_compiling() and region_index.numel():
         low, high = int(region_index.min()), int(region_index.max())
         if low < 0 or high >= R:
             raise ValueError(f'{op}: region_index values must be in [0, R) = [0, {R}), got [{low}, {high}]')

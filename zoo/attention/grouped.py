@@ -145,8 +145,8 @@ def _strided_groups(q: Tensor, k: Tensor, v: Tensor, interval: int, attn_bias: T
                .reshape(B * interval * interval, heads, gh * gw, t.shape[-1]) for t in (q, k, v))
     bias = None if attn_bias is None else attn_bias.to(q.dtype).unsqueeze(0)
     out = dense_attention(q, k, v, attn_bias=bias, scale=scale, backend=backend)
-    out = out.reshape(B, interval, interval, heads, gh, gw, -1).permute(0, 3, 4, 1, 5, 2, 6)
-    return out.reshape(B, heads, H, W, -1)
+    out = out.reshape(B, interval, interval, heads, gh, gw, out.shape[-1]).permute(0, 3, 4, 1, 5, 2, 6)
+    return out.reshape(B, heads, H, W, out.shape[-1])
 
 
 def grouped_attention_reference(
@@ -178,4 +178,4 @@ def grouped_attention_reference(
         logits = logits + attn_bias[:, place[:, None], place[None, :]].to(q.dtype)
     weights = logits.masked_fill(~same, float('-inf')).softmax(-1)
     out = weights @ v.reshape(B, heads, H * W, v.shape[-1])
-    return out.reshape(B, heads, H, W, -1)
+    return out.reshape(B, heads, H, W, out.shape[-1])

@@ -152,7 +152,7 @@ def neighborhood_attention(
     if rpb is not None:
         logits = logits + rpb[:, row_rel[:, None, :, None], col_rel[None, :, None, :]]
     n = kernel_size * kernel_size
-    out = attend(logits.reshape(B, h, H, W, 1, n), v_nb.reshape(B, h, H, W, n, -1))
+    out = attend(logits.reshape(B, h, H, W, 1, n), v_nb.reshape(B, h, H, W, n, v_nb.shape[-1]))
     return out.squeeze(-2)
 
 

@@ -71,7 +71,7 @@ def window_attention(
     if attn_bias is not None:
         mask = window_bias(attn_bias).expand(h, n_windows, n, n).reshape(1, h * n_windows, n, n)
     out = F.scaled_dot_product_attention(qw, kw, vw, attn_mask=mask, scale=scale)
-    return merge_windows(out.reshape(B, h, n_windows, n, -1), q.shape[2:4], window_size)
+    return merge_windows(out.reshape(B, h, n_windows, n, out.shape[-1]), q.shape[2:4], window_size)
 
 
 def _neighbourhood_structure(
@@ -117,7 +117,7 @@ def neighborhood_attention(
         mask = bias.masked_fill(~allowed, float('-inf'))
     q2, k2, v2 = (t.reshape(B, h, H * W, t.shape[-1]) for t in (q, k, v))
     out = F.scaled_dot_product_attention(q2, k2, v2, attn_mask=mask, scale=scale)
-    return out.reshape(B, h, H, W, -1)
+    return out.reshape(B, h, H, W, out.shape[-1])
 
 
 # Keys/values gathered at once by the routed op: at most this many bytes, or the size of k and v

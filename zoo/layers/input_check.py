@@ -5,23 +5,58 @@ Policy (the same for every zoo model):
   and the dtype of the model's weights (unless autocast is on);
 - height and width must be at least the model's minimum (its total stride, or what its
   windows/regions need);
-- non-finite values (NaN, +-Inf) are refused in eager mode, because they spread through
-  attention and normalisation to the whole output and the failure would surface far from
-  its cause. The check is skipped while tracing, exporting or compiling (it is
-  data-dependent) and can be switched off with ``ZOO_CHECK_FINITE=0`` for speed.
+- non-finite values (NaN, +-Inf) are refused, because they spread through attention and
+  normalisation to the whole output and the failure would surface far from its cause. The
+  check reads a value on the host, which on a GPU would make the host wait for the device
+  (a synchronisation) on every forward, so by default it runs only where that is free: on
+  CPU tensors, in eager mode. ``ZOO_CHECK_FINITE`` sets the policy (see ``check_finite``):
+  unset, empty or ``auto`` = CPU only, ``1`` = on every device (GPUs sync), ``0`` = never.
+  It never runs while tracing, exporting or compiling (it is data-dependent) nor on the
+  meta device (no values);
+- a batch of 0 images is valid input: every model returns empty outputs of the right shape.
 """
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 from .tracing import is_capturing
 
-__all__ = ['InputError', 'validate_input']
+__all__ = ['InputError', 'validate_input', 'check_finite']
+
+# ZOO_CHECK_FINITE values: where the finiteness check runs.
+_FINITE_POLICIES = {'': 'auto', 'auto': 'auto', '1': 'always', '0': 'never'}
+_warned_policies: set[str] = set()
 
 
 class InputError(ValueError):
     """An input tensor that a zoo model cannot take, with what it accepts."""
+
+
+def check_finite(x: torch.Tensor) -> bool:
+    """Whether ``validate_input`` checks ``x`` for NaN and infinite values.
+
+    Never while a graph is captured (tracing, ONNX export, ``torch.compile``) or on the meta
+    device; otherwise as ``ZOO_CHECK_FINITE`` says, read at every call: ``0`` never, ``1``
+    on every device (on a GPU the check synchronises host and device), unset/empty/``auto``
+    only on CPU, where reading the result costs no synchronisation. An unknown value warns
+    once and means ``auto``: a setting must not break a model.
+
+    Args:
+        x: the input tensor.
+    """
+    if is_capturing() or x.device.type == 'meta':
+        return False
+    value = os.environ.get('ZOO_CHECK_FINITE', '').strip().lower()
+    policy = _FINITE_POLICIES.get(value)
+    if policy is None:
+        if value not in _warned_policies:
+            _warned_policies.add(value)
+            warnings.warn(f'ZOO_CHECK_FINITE={value!r} is not one of 0, 1, auto (or unset); '
+                          'using auto (the finiteness check runs on CPU inputs only)', stacklevel=3)
+        policy = 'auto'
+    return policy == 'always' or (policy == 'auto' and x.device.type == 'cpu')
 
 
 def validate_input(
@@ -66,10 +101,8 @@ def validate_input(
             f'{name} needs inputs of at least {min_h}x{min_w} pixels, got {h}x{w}. '
             'Resize or pad the images.')
     # One reduction instead of isfinite().all()'s five passes: NaN and inf propagate through a
-    # float32 sum, and normalised images cannot overflow it. (A 'meta' tensor has no values:
-    # FLOP counting on the meta device skips the check.)
-    if (not is_capturing() and x.device.type != 'meta' and os.environ.get('ZOO_CHECK_FINITE', '1') != '0'
-            and not bool(torch.isfinite(x.sum(dtype=torch.float32)))):
+    # float32 sum, and normalised images cannot overflow it.
+    if check_finite(x) and not bool(torch.isfinite(x.sum(dtype=torch.float32))):
         raise InputError(
             f'{name} got an input with NaN or infinite values; they would spread to the whole output. '
             'Check the data pipeline (set ZOO_CHECK_FINITE=0 to skip this check).')
