@@ -19,6 +19,20 @@ from zoo_testutils import ALL_MODELS, SMALLEST
 torch.manual_seed(0)
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+
+@pytest.fixture(scope='module')
+def one_thread():
+    """One torch thread for a module of many small ops (``pytestmark = pytest.mark.usefixtures('one_thread')``).
+
+    On a shared 2-core machine one thread is much faster than two, whose OpenMP workers wait
+    on each other whenever the other core is busy.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     return (f'zoo {zoo.__version__}: {len(ALL_MODELS)} models in {len(list_families())} families; '
             f'heavy tests on {sorted(SMALLEST)} unless -m all_variants')

@@ -35,12 +35,7 @@ BIFORMER_OPTIONS = {
     'model.backbone.model_kwargs.n_win': 8, 'model.neck.in_channels': [64, 128, 256, 512]}
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # many small ops (conftest)
 
 
 def official_backbone(name: str, out_norms: dict[int, int] | None = None,

@@ -24,6 +24,7 @@ from zoo_testutils import DATA, rule_tensor  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = sorted((DATA / 'dense_parity').glob('*.json'))
 TOLERANCE = 1e-4
+pytestmark = pytest.mark.usefixtures('one_thread')  # many small ops (conftest)
 
 
 @lru_cache(maxsize=None)
@@ -81,7 +82,6 @@ def test_fixtures_are_there_for_every_family_with_official_dense_code():
 @pytest.mark.parametrize('path,config', _cases())
 def test_official_dense_outputs(path, config, tmp_path):
     fx = _fixture(path)
-    torch.set_num_threads(1)
     backbone = _backbone_from_config(config, write_official_dense_file(fx, tmp_path / 'official.pth'))
     for case in fx['cases']:
         spec = case['input']

@@ -16,13 +16,7 @@ from zoo_testutils import parity_checkpoint
 illama = importlib.import_module('backbones.illama')
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    # Small ops on a shared 2-core machine: one thread avoids OpenMP workers waiting on each other.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # many small ops (conftest)
 
 
 def _tiny(**kwargs) -> torch.nn.Module:

@@ -18,12 +18,7 @@ lookupvit = importlib.import_module('backbones.lookupvit')
 DIMS = {'lookupvit_tiny': (192, 3), 'lookupvit_small': (384, 6), 'lookupvit_base': (768, 12)}
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # many small ops (conftest)
 
 
 def _tiny(**kwargs) -> torch.nn.Module:

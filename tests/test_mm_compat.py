@@ -37,14 +37,7 @@ RUNS = {
 }
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    # Many small ops: on a shared 2-core machine one thread is much faster than two, whose
-    # OpenMP workers wait on each other whenever the other core is busy.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # many small ops (conftest)
 
 
 def _name(entry) -> str:

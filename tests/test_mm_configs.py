@@ -40,14 +40,7 @@ def _bases(path: Path) -> list[str]:
 DERIVED = {p for p in CONFIGS if any(b.startswith('./') for b in _bases(p))}
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    # Many small ops: on a shared 2-core machine one thread is much faster than two, whose
-    # OpenMP workers wait on each other whenever the other core is busy.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # many small ops (conftest)
 
 
 def _config(path: Path) -> Config:

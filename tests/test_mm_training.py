@@ -28,14 +28,7 @@ RETINANET = CONFIG_DIR / 'toy' / 'retinanet_van-b0_fpn_toy-coco.py'
 SEMANTIC_FPN = CONFIG_DIR / 'toy' / 'van-b0_fpn_toy-ade.py'
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    # Many small ops: on a shared 2-core machine one thread is much faster than two, whose
-    # OpenMP workers wait on each other whenever the other core is busy.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # many small ops (conftest)
 
 
 @pytest.fixture(scope='module')
