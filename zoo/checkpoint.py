@@ -18,7 +18,7 @@ import pickle
 import re
 import zipfile
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ import torch.nn as nn
 __all__ = [
     'CheckpointError', 'load_checkpoint_file', 'load_state_dict', 'unwrap_state_dict',
     'strip_prefixes', 'check_state_dict', 'save_safetensors', 'register_safe_globals',
-    'safe_globals', 'rename_keys', 'STATE_DICT_KEYS',
+    'safe_globals', 'rename_keys', 'summarise_keys', 'STATE_DICT_KEYS',
 ]
 
 # Keys under which official files keep their weights, in the order tried by default.
@@ -248,7 +248,8 @@ def load_state_dict(path: str | os.PathLike, *, key: str | None = None, use_ema:
     return strip_prefixes(unwrap_state_dict(checkpoint, key=key, use_ema=use_ema), prefixes)
 
 
-def _summarise(keys: list[str], limit: int = 8) -> str:
+def summarise_keys(keys: Sequence[str], limit: int = 8) -> str:
+    """The first ``limit`` keys, comma-separated, and how many more there are."""
     shown = ', '.join(keys[:limit])
     return shown + (f', ... ({len(keys) - limit} more)' if len(keys) > limit else '')
 
@@ -276,11 +277,11 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *
     lines = [f'the {what} does not fit {type(model).__name__} '
              f'({len(state_dict)} tensors in the file, {len(expected)} in the model):']
     if mismatched:
-        lines.append(f'  shape mismatches ({len(mismatched)}): {_summarise(mismatched, 4)}')
+        lines.append(f'  shape mismatches ({len(mismatched)}): {summarise_keys(mismatched, 4)}')
     if missing:
-        lines.append(f'  missing from the file ({len(missing)}): {_summarise(missing)}')
+        lines.append(f'  missing from the file ({len(missing)}): {summarise_keys(missing)}')
     if unexpected:
-        lines.append(f'  not in the model ({len(unexpected)}): {_summarise(unexpected)}')
+        lines.append(f'  not in the model ({len(unexpected)}): {summarise_keys(unexpected)}')
     lines.append('  Is the file for another variant or another model? Check the model name and the file.')
     raise CheckpointError('\n'.join(lines))
 

@@ -28,7 +28,7 @@ from timm.models._manipulate import group_parameters
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..builder import download_url, matching_variants
-from ..checkpoint import CheckpointError, check_state_dict, load_state_dict
+from ..checkpoint import CheckpointError, check_state_dict, load_state_dict, summarise_keys
 from ..registry import family_of, list_models
 
 __all__ = ['ZooBackbone', 'register_family_alias', 'OFFICIAL_OUT_NORM_KEYS']
@@ -172,7 +172,7 @@ class ZooBackbone(BaseModule):
         state_dict = load_state_dict(path, prefixes=('module.',))
         prefix = prefix if prefix is not None else ('backbone.' if any(k.startswith('backbone.') for k in state_dict) else '')
         if prefix:
-            state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+            state_dict = _strip(state_dict, prefix)
         if any(k.startswith(('model.', 'out_norms.')) for k in state_dict):
             self.load_state_dict(state_dict, strict=True)  # saved from a ZooBackbone
             return
@@ -258,21 +258,20 @@ class ZooBackbone(BaseModule):
         # submodules read their keys, and refuse a file that would leave the backbone
         # untouched, which mmengine would only log.
         keys = [k for k in state_dict if k.startswith(prefix)]
-        what = 'checkpoint'
         if not keys:
             raise CheckpointError(
-                f'the {what} has no weights for the backbone (no keys under {prefix!r}): loading it would leave the '
+                f'the checkpoint has no weights for the backbone (no keys under {prefix!r}): loading it would leave the '
                 f'{self.model_name} backbone as it was. Is it a classification file? Those load through the '
                 "backbone's init_cfg=dict(type='Pretrained', checkpoint=...), not load_from.")
         if not any(k[len(prefix):].startswith(('model.', 'out_norms.')) for k in keys):
             official = {k[len(prefix):]: state_dict.pop(k) for k in keys}
             state_dict.update({prefix + k: v for k, v in self.convert_official_state_dict(
-                official, what=f'{what}\'s backbone', complete=True).items()})
+                official, what="checkpoint's backbone", complete=True).items()})
         missing = [k for k in self.state_dict() if prefix + k not in state_dict]
         if missing:
             raise CheckpointError(
-                f'the {what} lacks {len(missing)} tensors of the {self.model_name} backbone under {prefix!r} '
-                f'({", ".join(missing[:8])}{", ..." if len(missing) > 8 else ""}): loading it would leave them as they were.')
+                f'the checkpoint lacks {len(missing)} tensors of the {self.model_name} backbone under {prefix!r} '
+                f'({summarise_keys(missing)}): loading it would leave them as they were.')
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -29,7 +29,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from ..builder import download_url
-from ..checkpoint import CheckpointError, load_checkpoint_file, strip_prefixes, unwrap_state_dict
+from ..checkpoint import CheckpointError, load_checkpoint_file, strip_prefixes, summarise_keys, unwrap_state_dict
 from .backbone import ZooBackbone
 
 __all__ = ['ZooRunner', 'describe_checkpoint', 'load_detector_checkpoint', 'load_detector_state',
@@ -48,11 +48,10 @@ def describe_checkpoint(checkpoint: Any) -> str:
             break
     config = meta.get('config')
     if isinstance(config, str):
-        types = re.findall(r"type\s*=\s*'([A-Za-z0-9_]+)'", config)
-        model = next((t for t in types), None)
+        model = re.search(r"type\s*=\s*'([A-Za-z0-9_]+)'", config)
         backbone = re.search(r"backbone\s*=\s*dict\(\s*type\s*=\s*'([^']+)'", config)
         if model:
-            parts.append(f'a {model}' + (f' with a {backbone.group(1)} backbone' if backbone else ''))
+            parts.append(f'a {model.group(1)}' + (f' with a {backbone.group(1)} backbone' if backbone else ''))
     classes = meta.get('CLASSES') or (meta.get('dataset_meta') or {}).get('classes')
     if classes:
         parts.append(f'{len(classes)} classes')
@@ -130,15 +129,11 @@ def load_detector_state(model: nn.Module, checkpoint: Mapping, *, source: str = 
     if missing or result.unexpected_keys:
         lines = [f'{what} does not fit {into}:']
         if missing:
-            lines.append(f'  missing from the file ({len(missing)}): {_summarise(missing)}')
+            lines.append(f'  missing from the file ({len(missing)}): {summarise_keys(missing)}')
         if result.unexpected_keys:
-            lines.append(f'  not in the model ({len(result.unexpected_keys)}): {_summarise(result.unexpected_keys)}')
+            lines.append(f'  not in the model ({len(result.unexpected_keys)}): {summarise_keys(result.unexpected_keys)}')
         lines.append(f'  {_where_configs_are(target)}')
         raise CheckpointError('\n'.join(lines))
-
-
-def _summarise(keys: Sequence[str], limit: int = 8) -> str:
-    return ', '.join(keys[:limit]) + (f', ... ({len(keys) - limit} more)' if len(keys) > limit else '')
 
 
 @RUNNERS.register_module()
