@@ -16,7 +16,7 @@ import zoo.attention as za
 from backbones.biformer import BiLevelRoutingAttention, GlobalAttentionLePE, checkpoint_filter_fn
 from zoo.attention import sdpa as sdpa_backend
 from zoo.checkpoint import CheckpointError
-from zoo_testutils import parity_checkpoint, parity_input
+from zoo_testutils import assert_backends_agree_in_training, parity_checkpoint, parity_input
 
 
 def _naive_bra(attn: BiLevelRoutingAttention, x: torch.Tensor) -> torch.Tensor:
@@ -97,18 +97,11 @@ def test_backends_agree_on_the_model_forward_and_backward(form, monkeypatch):
     else:
         monkeypatch.setattr(sdpa_backend, 'ROUTED_GATHER_BYTES', 0)
     x = torch.randn(1, 3, 45, 71)
-    results = []
-    for backend in ('reference', 'sdpa'):
+    def make_model():
         torch.manual_seed(0)
-        model = timm.create_model('biformer_tiny', num_classes=10, drop_path_rate=0.).train()
-        with za.use_backend(backend):
-            out = model(x)
-        out.square().sum().backward()
-        results.append((out.detach(), [p.grad for p in model.parameters()]))
-    (out_ref, grads_ref), (out_sdpa, grads_sdpa) = results
-    torch.testing.assert_close(out_sdpa, out_ref, atol=1e-5, rtol=1e-4)
-    for g, g_ref in zip(grads_sdpa, grads_ref, strict=True):
-        torch.testing.assert_close(g, g_ref, atol=1e-4, rtol=1e-3)
+        return timm.create_model('biformer_tiny', num_classes=10, drop_path_rate=0.)
+
+    assert_backends_agree_in_training(make_model, x)
 
 
 def test_official_checkpoint_keys_and_other_variant(tmp_path):

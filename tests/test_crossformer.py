@@ -18,10 +18,9 @@ import pytest
 import timm
 import torch
 
-import zoo.attention as za
 from backbones.crossformer import CrossFormer, CrossFormerAttention, checkpoint_filter_fn
 from zoo.checkpoint import CheckpointError
-from zoo_testutils import parity_checkpoint, rel_err, rule_tensor
+from zoo_testutils import assert_backends_agree_in_training, parity_checkpoint, rel_err, rule_tensor
 
 DATA = Path(__file__).parent / 'data'
 
@@ -175,17 +174,7 @@ def test_pretrained_names_the_page_to_download_from(name, host):
 
 def test_backends_agree_on_the_model_forward_and_backward():
     x = torch.randn(1, 3, 100, 76)  # every stage pads; the last two attend over the whole stage
-    results = []
-    for backend in ('reference', 'sdpa'):
-        model = _small_model().train()
-        with za.use_backend(backend):
-            out = model(x)
-        out.square().sum().backward()
-        results.append((out.detach(), [p.grad for p in model.parameters()]))
-    (out_ref, grads_ref), (out_sdpa, grads_sdpa) = results
-    torch.testing.assert_close(out_sdpa, out_ref, atol=1e-5, rtol=1e-4)
-    for g, g_ref in zip(grads_sdpa, grads_ref, strict=True):
-        torch.testing.assert_close(g, g_ref, atol=1e-4, rtol=1e-3)
+    assert_backends_agree_in_training(_small_model, x)
 
 
 def test_position_bias_is_cached_in_eval_and_follows_new_weights():
@@ -297,17 +286,7 @@ def test_v1_small_input_then_large_equals_large_alone():
 
 def test_v1_backends_agree_on_the_model_forward_and_backward():
     x = torch.randn(1, 3, 100, 76)  # every SDA and the stage-0 LDA pad; the last stages are small
-    results = []
-    for backend in ('reference', 'sdpa'):
-        model = _small_model(lda_grouping='v1').train()
-        with za.use_backend(backend):
-            out = model(x)
-        out.square().sum().backward()
-        results.append((out.detach(), [p.grad for p in model.parameters()]))
-    (out_ref, grads_ref), (out_sdpa, grads_sdpa) = results
-    torch.testing.assert_close(out_sdpa, out_ref, atol=1e-5, rtol=1e-4)
-    for g, g_ref in zip(grads_sdpa, grads_ref, strict=True):
-        torch.testing.assert_close(g, g_ref, atol=1e-4, rtol=1e-3)
+    assert_backends_agree_in_training(lambda: _small_model(lda_grouping='v1'), x)
 
 
 def test_v1_grouping_exports_to_onnx_at_a_dense_size(tmp_path):

@@ -73,3 +73,20 @@ def parity_input(name: str, which: str = 'input') -> torch.Tensor:
 
 def rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
     return ((a - ref).abs().max() / ref.abs().max()).item()
+
+
+def assert_backends_agree_in_training(make_model, x: torch.Tensor, backends: tuple[str, str] = ('reference', 'sdpa')) -> None:
+    """A fresh model per backend (``make_model()``, in train mode): the outputs and every
+    parameter's gradient of ``sum(out ** 2)`` agree between the two attention backends."""
+    from zoo.attention import use_backend
+    results = []
+    for backend in backends:
+        model = make_model().train()
+        with use_backend(backend):
+            out = model(x)
+        out.square().sum().backward()
+        results.append((out.detach(), [p.grad for p in model.parameters()]))
+    (out_ref, grads_ref), (out_other, grads_other) = results
+    torch.testing.assert_close(out_other, out_ref, atol=1e-5, rtol=1e-4)
+    for g, g_ref in zip(grads_other, grads_ref, strict=True):
+        torch.testing.assert_close(g, g_ref, atol=1e-4, rtol=1e-3)
