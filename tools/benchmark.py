@@ -4,6 +4,7 @@ Examples:
     python tools/benchmark.py resnet18 davit_tiny --quick
     python tools/benchmark.py --family davit --dense-sizes 512 1024 --json bench.json
     python tools/benchmark.py --all --compile --onnx --json bench.json
+    python tools/benchmark.py --family van --train --json bench.json
 
 For each model: parameters and GMACs per image (attention included, see zoo/profiling.py);
 throughput (img/s) at --batch-size and latency (ms) at batch 1 with the default attention
@@ -33,6 +34,17 @@ JSON layout (a "stat" is {median, q25, q75, min, max, n}):
         dense_memory: {LABEL: {SIZE: {peak_mb: stat, baseline_mb, input_shape, method, notes}}},
         errors: {STAGE: message} (from the model's latest run)}}
 LABEL is 'default' (the model as built) or a zoo attention backend name.
+
+With --train the training step is measured instead (zoo/train_profiling.py: zeroed grads,
+forward, loss, backward): the classifier with cross-entropy at the pretrained size and
+--batch-size, and features_only with a loss on every feature map at each --train-dense
+SIZE:BATCH, for every --precision (float32; bfloat16 = autocast) with and without grad
+checkpointing; speed in this process (eager, and compiled with --compile), peak memory in a
+fresh process (RSS growth on CPU, torch.cuda.max_memory_allocated on CUDA). JSON:
+    models: {NAME: {train: {STEP: {PRECISION: {CKPT: {eager | compile: {batch_size,
+        img_per_s: stat, latency_ms: stat (one step), threads, compiled, compile_s},
+        memory: {peak_mb: stat, baseline_mb, ...}}}}}}}
+STEP is 'classifier@HxW/bB' or 'dense@HxW/bB'; CKPT is 'plain' or 'grad_ckpt'.
 """
 from __future__ import annotations
 
@@ -58,6 +70,7 @@ from zoo.profiling import (Stat, achieved_efficiency, attention_backend, count_f
                            kernels_used, machine_info, matmul_peak_gflops, measure_speed, optional_module,
                            peak_memory)
 from zoo.cpu_memory import retain_freed_memory  # noqa: E402
+from zoo.train_profiling import PRECISIONS, measure_train_step, train_peak_memory  # noqa: E402
 from zoo.layers import fuse_for_inference  # noqa: E402
 
 SCHEMA = 'zoo-benchmark/1'
@@ -96,7 +109,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--set', nargs='+', default=[], metavar='KEY=VALUE',
                         help='model arguments (Python literals), e.g. channels_last=False; results are '
                              'stored as MODEL[KEY=VALUE]')
+    parser.add_argument('--train', action='store_true',
+                        help='measure the training step instead of inference (see below)')
+    parser.add_argument('--train-dense', nargs='*', default=['512:2', '1024:1'], metavar='SIZE:BATCH',
+                        help='features_only training steps at SIZExSIZE with BATCH images (default 512:2 1024:1)')
+    parser.add_argument('--precision', nargs='+', default=['float32', 'bfloat16'], choices=list(PRECISIONS),
+                        help='training precisions (autocast dtypes; default float32 bfloat16)')
+    parser.add_argument('--grad-ckpt', nargs='+', default=['plain', 'grad_ckpt'], choices=['plain', 'grad_ckpt'],
+                        help='training without and/or with grad checkpointing (default both)')
+    parser.add_argument('--no-train-memory', action='store_true', help='--train: skip the peak-memory children')
     args = parser.parse_args(argv)
+    try:
+        args.train_dense = [tuple(int(v) for v in spec.split(':')) for spec in args.train_dense]
+        if any(len(spec) != 2 or min(spec) < 1 for spec in args.train_dense):
+            raise ValueError
+    except ValueError:
+        parser.error(f'--train-dense takes SIZE:BATCH pairs of positive ints, got {args.train_dense}')
     try:
         args.model_kwargs = {k: ast.literal_eval(v) for k, v in (kv.split('=', 1) for kv in args.set)}
     except (ValueError, SyntaxError) as err:
@@ -243,6 +271,55 @@ def bench_model(name: str, args: argparse.Namespace, backends: list[str | None],
     return result
 
 
+def train_steps(name: str, args: argparse.Namespace, channels: int, hw: tuple[int, int]) -> list[tuple[str, str, tuple]]:
+    """The training steps to measure: (key, kind, input shape)."""
+    steps = [(f'classifier@{hw[0]}x{hw[1]}/b{args.batch_size}', 'classifier', (args.batch_size, channels, *hw))]
+    for size, batch in args.train_dense:
+        steps.append((f'dense@{size}x{size}/b{batch}', 'dense', (batch, channels, size, size)))
+    return steps
+
+
+def bench_train(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Measure the training steps of one model; a failing measurement is recorded and skipped."""
+    result: dict[str, Any] = {'updated': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'errors': {},
+                              'load_avg': {'start': _load_avg()}}
+    try:
+        classifier = timm.create_model(name, pretrained=False, **args.model_kwargs)
+        dense = timm.create_model(name, pretrained=False, features_only=True, **args.model_kwargs)
+    except Exception as err:
+        result['errors']['build'] = _error(err)
+        return result
+    channels, *default_hw = classifier.pretrained_cfg['input_size']
+    hw = tuple((args.img_size * 2)[:2]) if args.img_size else tuple(default_hw)
+    result['params_m'] = count_params(classifier) / 1e6
+    timing = {'warmup': args.warmup, 'repeats': args.repeats, 'threads': args.threads}
+    modes = ['eager', 'compile'] if args.compile else ['eager']
+    for key, kind, shape in train_steps(name, args, channels, hw):
+        model = classifier if kind == 'classifier' else dense
+        images = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+        for precision in args.precision:
+            for ckpt in args.grad_ckpt:
+                entry: dict[str, Any] = {}
+                for mode in modes:
+                    try:
+                        entry[mode] = measure_train_step(
+                            model, images, kind=kind, precision=precision, grad_checkpointing=ckpt == 'grad_ckpt',
+                            compile=mode == 'compile', **timing).to_dict()
+                    except Exception as err:
+                        result['errors'][f'train/{key}/{precision}/{ckpt}/{mode}'] = _error(err)
+                if not args.no_train_memory:
+                    try:
+                        entry['memory'] = train_peak_memory(
+                            name, shape, kind=kind, precision=precision, grad_checkpointing=ckpt == 'grad_ckpt',
+                            create_kwargs=args.model_kwargs, threads=args.threads,
+                            repeats=1 if args.quick else 2).to_dict()
+                    except Exception as err:
+                        result['errors'][f'train/{key}/{precision}/{ckpt}/memory'] = _error(err)
+                result.setdefault('train', {}).setdefault(key, {}).setdefault(precision, {})[ckpt] = entry
+    result['load_avg']['end'] = _load_avg()
+    return result
+
+
 def bench_onnx(model: torch.nn.Module, one: torch.Tensor, batch: torch.Tensor, timing: dict[str, int]) -> dict:
     """Export (default attention backend), check and time the model in ONNX Runtime."""
     from zoo.export import OrtModel, check_onnx, export_onnx  # onnx is an optional extra
@@ -310,6 +387,20 @@ def print_report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -
     if speed_rows:
         print(_table(speed_rows, ['model', 'backend', 'params M', 'GMACs', 'mode',
                                   f'img/s @{args.batch_size} [IQR]', 'latency ms @1 [IQR]', 'efficiency % [IQR]']))
+    train_rows = []
+    for name, res in results.items():
+        for step, precisions in res.get('train', {}).items():
+            for precision, ckpts in precisions.items():
+                for ckpt, entry in ckpts.items():
+                    for mode in ('eager', 'compile'):
+                        if mode in entry:
+                            mem = _fmt(entry['memory']['peak_mb'], 0) if 'memory' in entry else '-'
+                            train_rows.append([name, step, precision, ckpt, mode,
+                                               _fmt(entry[mode]['img_per_s'], 2), _fmt(entry[mode]['latency_ms'], 0),
+                                               mem])
+    if train_rows:
+        print(_table(train_rows, ['model', 'training step', 'precision', 'checkpointing', 'mode',
+                                  'img/s [IQR]', 'step ms [IQR]', 'peak MiB [IQR]']))
     if memory_rows:
         print()
         print(_table(memory_rows, ['model', 'backend', 'features_only input', 'forward peak MiB [IQR]',
@@ -349,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         key = name + suffix
         print(f'{key} ...', flush=True)
         try:
-            results[key] = bench_model(name, args, backends, peak.median)
+            results[key] = bench_train(name, args) if args.train else bench_model(name, args, backends, peak.median)
         except Exception as err:  # record and go on: an --all run must reach the other models
             traceback.print_exc()
             results[key] = {'errors': {'benchmark': _error(err)}}
