@@ -99,3 +99,28 @@ def test_pack_module_starts_as_a_plain_conv_and_exports_to_onnx(tmp_path):
     for shape in [(1, 4, 16, 20), (2, 4, 10, 14)]:
         errors = check_onnx(m, info.path, torch.randn(shape))
         assert max(errors.values()) <= 1e-4, errors
+
+
+@pytest.mark.parametrize('impl', ['decomposed', 'torchvision'])
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_low_precision_samples_in_float32(impl, dtype):
+    # Sampling positions near 60 px: in bfloat16 they would be rounded to a quarter pixel. Under
+    # autocast, and for low-precision inputs, the op computes in float32 (like the official CUDA
+    # op under apex and torchvision's autocast kernel) and returns the input's dtype.
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 64, 64, generator=gen)
+    offset = torch.rand(2, 8, 32, 32, generator=gen) * 0.9  # fractional shifts
+    weight = torch.randn(6, 4, 2, 2, generator=gen)
+    bias = torch.randn(6, generator=gen)
+    with torch.autocast('cpu', dtype=dtype):
+        # the offset conv's output arrives in low precision; the float32 input map stays float32
+        out = deform_conv2d(x, offset.to(dtype), weight, bias, stride=2, impl=impl)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, torchvision.ops.deform_conv2d(x, offset.to(dtype).float(), weight, bias, stride=2),
+                               atol=1e-4, rtol=1e-4)
+    # a low-precision input: the result is the float32 op's, rounded once
+    out = deform_conv2d(x.to(dtype), offset.to(dtype), weight.to(dtype), bias.to(dtype), stride=2, impl=impl)
+    assert out.dtype == dtype
+    ref = torchvision.ops.deform_conv2d(x.to(dtype).float(), offset.to(dtype).float(), weight.to(dtype).float(),
+                                        bias.to(dtype).float(), stride=2)
+    torch.testing.assert_close(out, ref.to(dtype))  # within one rounding of the float32 result

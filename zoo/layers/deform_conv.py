@@ -124,11 +124,32 @@ def deform_conv2d(
             than torchvision's CPU kernel) and while exporting to ONNX (torchvision's op has no
             ONNX symbolic), torchvision's kernel on other devices; the decomposition also
             when torchvision is not installed.
+
+    In float16/bfloat16 (inputs or autocast) the op computes in float32 and returns the
+    input's dtype.
     """
     if impl is None:
         impl = 'decomposed' if torch.onnx.is_in_onnx_export() or x.device.type == 'cpu' else 'torchvision'
     if impl not in DEFORM_CONV_IMPLS:
         raise ValueError(f'deform_conv2d: impl must be one of {DEFORM_CONV_IMPLS} or None, got {impl!r}')
+    device = x.device.type
+    autocast_available = torch.amp.is_autocast_available(device)
+    low_precision = x.dtype in (torch.float16, torch.bfloat16) or offset.dtype in (torch.float16, torch.bfloat16)
+    if autocast_available and (low_precision or torch.is_autocast_enabled(device)):
+        # The sampling positions (tap + offset, up to the map size) need float32: in bfloat16 a
+        # position near 56 px is rounded to a quarter pixel. Like the official CUDA op under apex
+        # (amp.float_function) and torchvision's autocast kernel, the whole op runs in float32
+        # and returns the input's dtype.
+        with torch.autocast(device, enabled=False):
+            out = _deform_conv2d_impl(x.float(), offset.float(), weight.float(),
+                                      None if bias is None else bias.float(), stride, padding, dilation, impl)
+        return out.to(x.dtype)
+    return _deform_conv2d_impl(x, offset, weight, bias, stride, padding, dilation, impl)
+
+
+def _deform_conv2d_impl(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                        stride: int | tuple[int, int], padding: int | tuple[int, int],
+                        dilation: int | tuple[int, int], impl: str) -> torch.Tensor:
     if impl == 'torchvision':
         try:
             from torchvision.ops import deform_conv2d as tv_deform_conv2d
