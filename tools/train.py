@@ -41,7 +41,7 @@ from zoo.mm.compat import close_distributed, setup_cpu_distributed  # noqa: E402
 AMP_DTYPES = ('float16', 'bfloat16')
 
 
-@OPTIM_WRAPPERS.register_module()
+@OPTIM_WRAPPERS.register_module(force=True)  # tests load this script more than once
 class CPUAmpOptimWrapper(AmpOptimWrapper):
     """mmengine's ``AmpOptimWrapper`` on CPU: torch's CPU autocast and CPU gradient scaler.
 
