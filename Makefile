@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 
-.PHONY: setup demo test test-slow test-all benchmark model-cards clean
+.PHONY: setup demo test test-slow test-all benchmark model-cards check-backends clean
 
 setup:
 	@bash tools/setup_env.sh
@@ -36,6 +36,14 @@ benchmark: setup
 	$(PY) tools/model_cards.py
 
 model-cards: setup
+	$(PY) tools/model_cards.py
+
+# Every attention pattern x backend x dtype against its reference (forward and backward) and
+# every family's smallest model per backend preference, on this machine (CUDA if present; on
+# CPU it lists what it skipped); exits non-zero on a disagreement. Its JSON fills the cards'
+# backend tables.
+check-backends: setup
+	$(PY) tools/check_backends.py --json model_cards/backends.json
 	$(PY) tools/model_cards.py
 
 clean:
