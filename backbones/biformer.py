@@ -35,15 +35,14 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, Mlp, trunc_normal_
+from timm.layers import DropPath, Mlp
 from timm.models import generate_default_cfgs, register_model
-from timm.models._manipulate import checkpoint_seq
 
 from zoo.attention import dense_attention, routed_attention
 from zoo.builder import build_zoo_model
 from zoo.checkpoint import rename_keys
 from zoo.layers import crop_to, pad_to_multiple
-from zoo.staged import StagedModel, check_global_pool
+from zoo.staged import Stage, StagedModel, check_global_pool, init_trunc_normal
 
 __all__ = ['BiFormer']
 
@@ -173,27 +172,6 @@ class BiFormerBlock(nn.Module):
         return x.permute(0, 3, 1, 2)
 
 
-class BiFormerStage(nn.Module):
-    """Downsampling (the conv stem for stage 0), then the blocks; NCHW in and out.
-
-    Args:
-        downsample: the stem or the strided conv + BN before the blocks.
-        blocks: the stage's blocks.
-    """
-
-    def __init__(self, downsample: nn.Module, blocks: list[nn.Module]):
-        super().__init__()
-        self.grad_checkpointing = False
-        self.downsample = downsample
-        self.blocks = nn.Sequential(*blocks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq(self.blocks, x)
-        return self.blocks(x)
-
-
 class BiFormer(StagedModel):
     """BiFormer.
 
@@ -261,24 +239,17 @@ class BiFormer(StagedModel):
                 downsample = nn.Sequential(
                     nn.Conv2d(embed_dims[i - 1], dim, 3, stride=2, padding=1), nn.BatchNorm2d(dim))
             reduction *= 2
-            blocks = [
-                BiFormerBlock(dim, dim // head_dim, topks[i], n_win, mlp_ratio, dpr[i][j], lepe_kernel, cpe_kernel,
-                              global_heads, norm_eps, drop_rate)
-                for j in range(depth)]
-            stages.append(BiFormerStage(downsample, blocks))
+            stages.append(Stage(
+                depth, lambda j, dp: BiFormerBlock(dim, dim // head_dim, topks[i], n_win, mlp_ratio, dp, lepe_kernel,
+                                                   cpe_kernel, global_heads, norm_eps, drop_rate),
+                drop_path=dpr[i], downsample=downsample))
             self.feature_info.append(dict(num_chs=dim, reduction=reduction, module=f'stages.{i}'))
         self.stages = nn.Sequential(*stages)
         self.norm = nn.BatchNorm2d(self.num_features)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(self._init_weights)
-
-    def _init_weights(self, m: nn.Module) -> None:
         # As the official code: truncated normal for linear layers, PyTorch defaults elsewhere.
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+        self.apply(init_trunc_normal)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.norm(x)

@@ -56,9 +56,9 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, Mlp, trunc_normal_
+from timm.layers import DropPath, Mlp
 from timm.models import generate_default_cfgs, register_model
-from timm.models._manipulate import adapt_input_conv, checkpoint_seq
+from timm.models._manipulate import adapt_input_conv
 
 from zoo.attention import dense_attention
 from zoo.attention.grouped import grouped_attention, strided_group_size
@@ -66,7 +66,7 @@ from zoo.builder import build_zoo_model
 from zoo.checkpoint import rename_keys
 from zoo.layers import pad_to_multiple
 from zoo.layers.dynamic_position_bias import DynamicPositionBias
-from zoo.staged import StagedModel, check_global_pool
+from zoo.staged import Stage, StagedModel, check_global_pool, init_trunc_normal
 
 __all__ = ['CrossFormer', 'LDA_GROUPINGS']
 
@@ -249,27 +249,6 @@ class CrossFormerBlock(nn.Module):
         return x
 
 
-class CrossFormerStage(nn.Module):
-    """The CEL into the stage, then its blocks (SDA at even, LDA at odd indices); NHWC out.
-
-    Args:
-        downsample: the stem CEL (stage 0) or the merging CEL.
-        blocks: the stage's blocks.
-    """
-
-    def __init__(self, downsample: nn.Module, blocks: list[nn.Module]):
-        super().__init__()
-        self.grad_checkpointing = False
-        self.downsample = downsample
-        self.blocks = nn.Sequential(*blocks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq(self.blocks, x)
-        return self.blocks(x)
-
-
 def _per_stage(value: int | tuple[int, ...], n: int, name: str) -> tuple[int, ...]:
     values = (value,) * n if isinstance(value, int) else tuple(value)
     if len(values) != n:
@@ -357,29 +336,21 @@ class CrossFormer(StagedModel):
             else:
                 downsample = CrossScaleEmbedding(dims[i - 1], dim, merge_sizes, 2, norm_first=True)
                 reduction *= 2
-            blocks = [
-                CrossFormerBlock(
+            # The CEL into the stage, then its blocks: SDA at even, LDA at odd indices; NHWC out.
+            stages.append(Stage(
+                depth, lambda j, dp: CrossFormerBlock(
                     dim, num_heads[i], group_size[i], interval[i], long_distance=j % 2 == 1,
-                    mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate, drop_path=dpr[i][j],
-                    acl=acl and (j + 1) % 3 == 0 and j < depth - 1, lda_grouping=lda_grouping)
-                for j in range(depth)]
-            stages.append(CrossFormerStage(downsample, blocks))
+                    mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate, drop_path=dp,
+                    acl=acl and (j + 1) % 3 == 0 and j < depth - 1, lda_grouping=lda_grouping),
+                drop_path=dpr[i], downsample=downsample))
             self.feature_info.append(dict(num_chs=dim, reduction=reduction, module=f'stages.{i}'))
         self.stages = nn.Sequential(*stages)
         self.norm = nn.LayerNorm(self.num_features)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(self._init_weights)
-
-    def _init_weights(self, m: nn.Module) -> None:
-        # As the official code: truncated normal for linear layers, PyTorch defaults elsewhere.
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        # As the official code: truncated normal for linear layers, PyTorch defaults elsewhere
+        # (the official code also sets the LayerNorms to PyTorch's ones and zeros).
+        self.apply(init_trunc_normal)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.norm(x.permute(0, 2, 3, 1))  # NCHW features -> NHWC for the LayerNorm

@@ -41,15 +41,14 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, trunc_normal_
+from timm.layers import DropPath
 from timm.models import register_model, generate_default_cfgs
-from timm.models._manipulate import checkpoint_seq
 
 from zoo.attention import dense_attention, window_attention
 from zoo.builder import build_zoo_model
 from zoo.checkpoint import rename_keys
 from zoo.layers import DeformConv2dPack, crop_to, pad_to_multiple
-from zoo.staged import StagedModel, check_global_pool
+from zoo.staged import Stage, StagedModel, check_global_pool, init_trunc_normal
 
 __all__ = ['LITv2']
 
@@ -236,40 +235,6 @@ class PatchEmbed(nn.Module):
         return self.norm(self.proj(x).permute(0, 2, 3, 1))
 
 
-class LitStage(nn.Module):
-    """Token merging (stages 2-4), then the stage's blocks.
-
-    Args:
-        in_dim: input channels.
-        dim: channels of the stage.
-        depth: blocks.
-        num_heads: attention heads.
-        window_size: HiLo ``ws`` (None: MLP-only blocks).
-        downsample: start with a deformable token merging layer.
-        alpha, mlp_ratio, qkv_bias, drop, norm_layer, act_layer, dcn_impl, odd_merge: see ``LITv2``.
-        drop_path: per-block stochastic depth rates.
-    """
-
-    def __init__(self, in_dim: int, dim: int, depth: int, num_heads: int, window_size: int | None,
-                 downsample: bool, alpha: float, mlp_ratio: float, qkv_bias: bool, drop: float,
-                 drop_path: list[float], norm_layer: Callable[..., nn.Module],
-                 act_layer: Callable[..., nn.Module], dcn_impl: str | None, odd_merge: str = 'pad'):
-        super().__init__()
-        self.grad_checkpointing = False
-        self.downsample = DeformTokenMerging(in_dim, dim, act_layer, dcn_impl, odd_merge) if downsample \
-            else nn.Identity()
-        self.blocks = nn.Sequential(*[
-            LitBlock(dim, num_heads, window_size, alpha, mlp_ratio, qkv_bias, drop, drop_path[j],
-                     norm_layer, act_layer)
-            for j in range(depth)])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq(self.blocks, x)
-        return self.blocks(x)
-
-
 class LITv2(StagedModel):
     """LITv2 with HiLo attention.
 
@@ -348,23 +313,20 @@ class LITv2(StagedModel):
         for i in range(num_stages):
             if i > 0:
                 reduction *= 2
-            stages.append(LitStage(
-                dims[max(i - 1, 0)], dims[i], depths[i], num_heads[i], local_ws[i] or None, i > 0, alpha,
-                mlp_ratio, qkv_bias, drop_rate, dpr[i], norm_layer, act_layer, dcn_impl, odd_merge))
+            # Deformable token merging (stages 2-4), then the stage's blocks.
+            merging = DeformTokenMerging(dims[i - 1], dims[i], act_layer, dcn_impl, odd_merge) if i > 0 else None
+            stages.append(Stage(
+                depths[i], lambda j, dp: LitBlock(dims[i], num_heads[i], local_ws[i] or None, alpha, mlp_ratio,
+                                                  qkv_bias, drop_rate, dp, norm_layer, act_layer),
+                drop_path=dpr[i], downsample=merging))
             self.feature_info.append(dict(num_chs=dims[i], reduction=reduction, module=f'stages.{i}'))
         self.stages = nn.Sequential(*stages)
         self.norm = norm_layer(self.num_features)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(self._init_weights)
-
-    def _init_weights(self, m: nn.Module) -> None:
         # As the official code: truncated normal for linear layers (the MLP's depthwise conv
         # and the deformable conv initialise themselves).
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+        self.apply(init_trunc_normal)
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.patch_embed(x)

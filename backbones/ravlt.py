@@ -30,19 +30,19 @@ Differences from the official code, none of which changes the outputs:
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, LayerNorm2d, LayerScale2d, trunc_normal_
+from timm.layers import DropPath, LayerNorm2d, LayerScale2d
 from timm.models import register_model, generate_default_cfgs
-from timm.models._manipulate import checkpoint
 
 from zoo.attention import dense_attention, linear_attention
 from zoo.builder import build_zoo_model
 from zoo.checkpoint import rename_keys
 from zoo.layers import PointwiseConv2d, apply_rope, rope_2d, rope_2d_frequencies
-from zoo.staged import StagedModel, check_global_pool
+from zoo.staged import Stage, StagedModel, check_global_pool, init_trunc_normal
 
 __all__ = ['RAVLT']
 
@@ -185,43 +185,6 @@ class Downsample(nn.Module):
         return self.norm(self.conv(x))
 
 
-class RavltStage(nn.Module):
-    """Optional downsampling, then blocks sharing one set of RoPE tables.
-
-    Args:
-        in_chs: input channels.
-        dim: channels of the stage.
-        depth: number of blocks.
-        num_heads: attention heads.
-        linear: RALA blocks (else softmax attention blocks).
-        downsample: start with a stride-2 conv.
-        mlp_ratio: FFN expansion.
-        drop_path: per-block stochastic depth rates.
-        layer_scale_init: initial layer scale.
-        drop: dropout in the FFNs.
-    """
-
-    def __init__(self, in_chs: int, dim: int, depth: int, num_heads: int, linear: bool, downsample: bool,
-                 mlp_ratio: float, drop_path: list[float], layer_scale_init: float, drop: float):
-        super().__init__()
-        self.grad_checkpointing = False
-        self.downsample = Downsample(in_chs, dim) if downsample else nn.Identity()
-        self.rope = RoPE2d(dim // num_heads)
-        self.blocks = nn.ModuleList([
-            RavltBlock(dim, num_heads, linear, mlp_ratio, drop_path[j], layer_scale_init, drop)
-            for j in range(depth)])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x)
-        sin, cos = self.rope(x.shape[-2], x.shape[-1])
-        for block in self.blocks:
-            if self.grad_checkpointing and not torch.jit.is_scripting():
-                x = checkpoint(block, x, sin, cos)
-            else:
-                x = block(x, sin, cos)
-        return x
-
-
 class RAVLT(StagedModel):
     """Rank-Augmented Vision Linear Transformer.
 
@@ -288,9 +251,13 @@ class RAVLT(StagedModel):
         in_chs, reduction = embed_dims[0], 4
         for i in range(num_stages):
             reduction *= 2 if i > 0 else 1
-            stages.append(RavltStage(
-                in_chs, embed_dims[i], depths[i], num_heads[i], linear_stages[i], i > 0, mlp_ratio, dpr[i],
-                layer_scale_init[i], drop_rate))
+            # Optional downsampling, then blocks sharing one set of RoPE tables.
+            dim = embed_dims[i]
+            stages.append(Stage(
+                depths[i], lambda j, dp: RavltBlock(dim, num_heads[i], linear_stages[i], mlp_ratio, dp,
+                                                    layer_scale_init[i], drop_rate),
+                drop_path=dpr[i], downsample=Downsample(in_chs, dim) if i > 0 else None,
+                rope=RoPE2d(dim // num_heads[i])))
             self.feature_info.append(dict(num_chs=embed_dims[i], reduction=reduction, module=f'stages.{i}'))
             in_chs = embed_dims[i]
         self.stages = nn.Sequential(*stages)
@@ -299,14 +266,8 @@ class RAVLT(StagedModel):
         self.act_head = nn.SiLU()
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(self._init_weights)
-
-    def _init_weights(self, m: nn.Module) -> None:
         # As the official code: truncated normal (std 0.02) for convs and the classifier.
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+        self.apply(partial(init_trunc_normal, types=(nn.Conv2d, nn.Linear)))
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.stem(x)

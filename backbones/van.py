@@ -23,14 +23,13 @@ from typing import Any, Callable
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, LayerNorm2d, LayerScale2d, trunc_normal_
+from timm.layers import DropPath, LayerNorm2d, LayerScale2d
 from timm.models import register_model, generate_default_cfgs
-from timm.models._manipulate import checkpoint_seq
 
 from zoo.builder import build_zoo_model
 from zoo.checkpoint import rename_keys
 from zoo.layers import batchnorm_affine, fold_affine_into_conv_input, scale_conv_output
-from zoo.staged import StagedModel, check_global_pool
+from zoo.staged import Stage, StagedModel, check_global_pool, init_trunc_normal
 
 __all__ = ['VAN']
 
@@ -180,42 +179,6 @@ class OverlapPatchEmbed(nn.Module):
         return self.norm(self.proj(x))
 
 
-class VanStage(nn.Module):
-    """Patch embedding, blocks, then the stage's LayerNorm (its output feeds the next stage).
-
-    Args:
-        in_chs: input channels.
-        dim: channels of the stage.
-        depth: number of blocks.
-        mlp_ratio: MLP expansion.
-        kernel_size: patch embedding kernel.
-        stride: patch embedding stride.
-        drop: dropout in the MLPs.
-        drop_path: per-block stochastic depth rates.
-        layer_scale_init: initial layer scale.
-        norm_eps: eps of the stage LayerNorm.
-        act_layer: activation.
-    """
-
-    def __init__(self, in_chs: int, dim: int, depth: int, mlp_ratio: float, kernel_size: int, stride: int,
-                 drop: float, drop_path: list[float], layer_scale_init: float, norm_eps: float,
-                 act_layer: Callable[..., nn.Module]):
-        super().__init__()
-        self.grad_checkpointing = False
-        self.downsample = OverlapPatchEmbed(in_chs, dim, kernel_size, stride)
-        self.blocks = nn.Sequential(*[
-            VanBlock(dim, mlp_ratio, drop, drop_path[j], layer_scale_init, act_layer) for j in range(depth)])
-        self.norm = LayerNorm2d(dim, eps=norm_eps)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            x = checkpoint_seq(self.blocks, x)
-        else:
-            x = self.blocks(x)
-        return self.norm(x)
-
-
 class VAN(StagedModel):
     """Visual Attention Network.
 
@@ -271,9 +234,11 @@ class VAN(StagedModel):
         for i, (dim, depth) in enumerate(zip(embed_dims, depths)):
             kernel_size, stride = (7, 4) if i == 0 else (3, 2)
             reduction *= stride
-            stages.append(VanStage(
-                in_chs, dim, depth, mlp_ratios[i], kernel_size, stride, drop_rate, dpr[i],
-                layer_scale_init, norm_eps, act_layer))
+            # Patch embedding, blocks, then the stage's LayerNorm (its output feeds the next stage).
+            stages.append(Stage(
+                depth, lambda j, dp: VanBlock(dim, mlp_ratios[i], drop_rate, dp, layer_scale_init, act_layer),
+                drop_path=dpr[i], downsample=OverlapPatchEmbed(in_chs, dim, kernel_size, stride),
+                norm=LayerNorm2d(dim, eps=norm_eps)))
             self.feature_info.append(dict(num_chs=dim, reduction=reduction, module=f'stages.{i}'))
             in_chs = dim
         self.stages = nn.Sequential(*stages)
@@ -283,11 +248,8 @@ class VAN(StagedModel):
 
     def _init_weights(self, m: nn.Module) -> None:
         # As the official code: fan-out normal for convs, truncated normal for the head.
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Conv2d):
+        init_trunc_normal(m)
+        if isinstance(m, nn.Conv2d):
             fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
             nn.init.normal_(m.weight, 0, (2.0 / fan_out) ** 0.5)
             if m.bias is not None:
