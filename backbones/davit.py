@@ -36,10 +36,10 @@ import warnings
 from typing import Any
 
 import torch
+import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import davit as timm_davit
 from timm.models import register_model
-from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint
 from timm.models.davit import DaVit as TimmDaVit
 from timm.models.davit import checkpoint_filter_fn
@@ -47,11 +47,12 @@ from timm.models.davit import checkpoint_filter_fn
 from zoo.builder import build_zoo_model
 from zoo.layers import validate_input
 from zoo.registry import with_timm_tags
+from zoo.staged import FeatureIntermediates
 
 __all__ = ['DaViT', 'checkpoint_filter_fn']
 
 
-class DaViT(TimmDaVit):
+class DaViT(FeatureIntermediates, TimmDaVit):
     """timm's DaViT with input validation and ``NHWC`` intermediates.
 
     Args:
@@ -71,44 +72,25 @@ class DaViT(TimmDaVit):
         validate_input(x, in_chans=self.in_chans, min_size=self.min_input_size,
                        weight_dtype=self.stem.conv.weight.dtype, name='DaViT')
 
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: int | list[int] | None = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Forward returning the outputs of the selected stages.
+    # The hooks of the shared forward_intermediates (zoo.staged.FeatureIntermediates): timm's
+    # stem, stages checkpointed whole as timm does, ``norm_pre`` after the last stage.
 
-        Args:
-            x: input images.
-            indices: last ``n`` stages if an int, else the stage indices to return.
-            norm: apply ``norm_pre`` to the last stage's output (an identity for the
-                official models, whose head norm comes after pooling).
-            stop_early: stop after the last selected stage.
-            output_fmt: ``'NCHW'`` or ``'NHWC'``.
-            intermediates_only: return only the intermediates.
-        """
-        if output_fmt not in ('NCHW', 'NHWC'):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+    def _forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        last = len(self.stages) - 1
-        stages = self.stages[:max_index + 1] if stop_early or intermediates_only else self.stages
-        x = self.stem(x)
-        intermediates = []
-        for i, stage in enumerate(stages):
-            x = checkpoint(stage, x) if self.grad_checkpointing and not torch.jit.is_scripting() else stage(x)
-            if i in take_indices:
-                y = self.norm_pre(x) if norm and i == last else x
-                intermediates.append(y.permute(0, 2, 3, 1) if output_fmt == 'NHWC' else y)
-        if intermediates_only:
-            return intermediates
-        if len(stages) == len(self.stages):
+        return self.stem(x)
+
+    def _forward_stage(self, index: int, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return checkpoint(stage, x) if self.grad_checkpointing and not torch.jit.is_scripting() else stage(x)
+
+    def _intermediate(self, index: int, x: torch.Tensor, norm: bool, output_fmt: str) -> torch.Tensor:
+        """The stage output; with ``norm``, the last one through ``norm_pre`` (an identity for
+        the official models, whose head norm comes after pooling)."""
+        if norm and index == len(self.stages) - 1:
             x = self.norm_pre(x)
-        return x, intermediates
+        return super()._intermediate(index, x, norm, output_fmt)
+
+    def _forward_end(self, x: torch.Tensor, complete: bool) -> torch.Tensor:
+        return self.norm_pre(x) if complete else x
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)

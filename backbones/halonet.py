@@ -65,6 +65,7 @@ from zoo.attention import halo_attention
 from zoo.builder import build_zoo_model
 from zoo.layers import validate_input
 from zoo.registry import with_timm_tags
+from zoo.staged import FeatureIntermediates
 
 __all__ = ['HaloNet', 'HaloAttention', 'EcaAttention']
 
@@ -111,7 +112,7 @@ class EcaAttention(EcaModule):
         return x * self.gate(y).view(B, C, 1, 1).expand_as(x)
 
 
-class HaloNet(ByobNet):
+class HaloNet(FeatureIntermediates, ByobNet):
     """timm's ``ByobNet`` halo models with any-size halo attention and four-stage features.
 
     Args:
@@ -140,42 +141,16 @@ class HaloNet(ByobNet):
         validate_input(x, in_chans=weight.shape[1], min_size=self.min_input_size,
                        weight_dtype=weight.dtype, name='HaloNet')
 
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: int | list[int] | None = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Forward returning the outputs of the selected stages (the last after ``final_conv``).
+    # The hooks of the shared forward_intermediates (zoo.staged.FeatureIntermediates): timm's
+    # stem, the last stage followed by ``final_conv`` as in timm's forward_features.
 
-        Args:
-            x: input images.
-            indices: last ``n`` stages if an int, else the stage indices to return.
-            norm: unused (no final norm).
-            stop_early: stop after the last selected stage.
-            output_fmt: ``'NCHW'`` or ``'NHWC'``.
-            intermediates_only: return only the intermediates.
-        """
-        if output_fmt not in ('NCHW', 'NHWC'):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+    def _forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        last = len(self.stages) - 1
-        stages = self.stages[:max_index + 1] if stop_early or intermediates_only else self.stages
-        x = self.stem(x)
-        intermediates = []
-        for i, stage in enumerate(stages):
-            x = checkpoint_seq(stage, x) if self.grad_checkpointing and not torch.jit.is_scripting() else stage(x)
-            if i == last:
-                x = self.final_conv(x)
-            if i in take_indices:
-                intermediates.append(x.permute(0, 2, 3, 1) if output_fmt == 'NHWC' else x)
-        if intermediates_only:
-            return intermediates
-        return x, intermediates
+        return self.stem(x)
+
+    def _forward_stage(self, index: int, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        x = checkpoint_seq(stage, x) if self.grad_checkpointing and not torch.jit.is_scripting() else stage(x)
+        return self.final_conv(x) if index == len(self.stages) - 1 else x
 
     def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> list[int]:

@@ -36,7 +36,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, trunc_normal_
 from timm.models import register_model, generate_default_cfgs, resolve_pretrained_cfg
-from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint
 
 from zoo.attention import causal_post_softmax_attention
@@ -44,6 +43,7 @@ from zoo.builder import build_zoo_model
 from zoo.layers import InputError, apply_rope, pad_to_multiple, rope_1d, validate_input
 from zoo.layers.tracing import is_capturing
 from zoo.plain_vit import PlainViTMixin
+from zoo.staged import init_trunc_normal
 
 __all__ = ['ILLaMA', 'soft_mask_schedule']
 
@@ -184,6 +184,10 @@ def resample_pos_embed(pos_embed: torch.Tensor, new_size: tuple[int, int], old_s
     return torch.cat((grid, cls), dim=1)
 
 
+# What the blocks pass on: the tokens (class token last), the patch grid, the RoPE tables.
+_State = tuple[torch.Tensor, tuple[int, int], tuple[torch.Tensor, torch.Tensor]]
+
+
 class ILLaMA(PlainViTMixin, nn.Module):
     """iLLaMA: plain ViT of LLaMA blocks with a post-sequence class token.
 
@@ -267,14 +271,8 @@ class ILLaMA(PlainViTMixin, nn.Module):
 
         trunc_normal_(self.pos_embed, std=.02)
         trunc_normal_(self.cls_token, std=.02)
-        self.apply(self._init_weights)
-
-    def _init_weights(self, m: nn.Module) -> None:
         # As the official code: truncated normal (std 0.02) for every Linear, zero biases.
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+        self.apply(init_trunc_normal)
 
     # ------------------------------------------------------------------ timm interface
 
@@ -305,8 +303,10 @@ class ILLaMA(PlainViTMixin, nn.Module):
             return self.pos_embed
         return resample_pos_embed(self.pos_embed, grid, self.grid_size)
 
-    def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int], tuple[torch.Tensor, torch.Tensor]]:
-        """Patch tokens + class token (last) + position embedding, and the RoPE tables."""
+    # The hooks of the shared forward_intermediates / forward_features (zoo.plain_vit).
+
+    def _forward_stem(self, x: torch.Tensor) -> _State:
+        """Patch tokens + class token (last) + position embedding, the grid and the RoPE tables."""
         self._check_input(x)
         x, _ = pad_to_multiple(x, self.patch_size)
         x = self.patch_embed(x)
@@ -316,57 +316,18 @@ class ILLaMA(PlainViTMixin, nn.Module):
         x = self.pos_drop(x + self._pos_embed(grid))
         return x, grid, rope_1d(x.shape[1], self.embed_dim // self.num_heads, self.rope_theta, device=x.device)
 
-    def _block(self, blk: Block, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def _forward_stage(self, index: int, block: Block, state: _State) -> _State:
+        x, grid, rope = state
         if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint(blk, x, rope, self.soft_mask_rate)
-        return blk(x, rope, self.soft_mask_rate)
+            return checkpoint(block, x, rope, self.soft_mask_rate), grid, rope
+        return block(x, rope, self.soft_mask_rate), grid, rope
 
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: int | list[int] | None = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Forward returning the patch tokens of the selected blocks as maps (class token dropped).
+    def _patch_tokens(self, state: _State) -> tuple[torch.Tensor, tuple[int, int]]:
+        return state[0][:, :-1], state[1]  # the class token (last) dropped
 
-        Args:
-            x: input images.
-            indices: last ``n`` blocks if an int, else the block indices to return.
-            norm: apply the final RMSNorm to each returned map.
-            stop_early: stop after the last selected block.
-            output_fmt: ``'NCHW'`` or ``'NHWC'``.
-            intermediates_only: return only the intermediates.
-
-        Returns:
-            The maps, ``(B, C, ceil(H / 16), ceil(W / 16))`` each (NCHW), and unless
-            ``intermediates_only`` first the output of ``forward_features`` (the normalised
-            token sequence).
-        """
-        if output_fmt not in ('NCHW', 'NHWC'):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
-        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
-        x, (gh, gw), rope = self._embed(x)
-        blocks = self.blocks[:max_index + 1] if stop_early or intermediates_only else self.blocks
-        intermediates = []
-        for i, blk in enumerate(blocks):
-            x = self._block(blk, x, rope)
-            if i in take_indices:
-                y = self.norm(x) if norm else x
-                y = y[:, :-1].reshape(y.shape[0], gh, gw, y.shape[-1])  # drop the class token (last)
-                intermediates.append(y if output_fmt == 'NHWC' else y.permute(0, 3, 1, 2).contiguous())
-        if intermediates_only:
-            return intermediates
-        return self.norm(x), intermediates
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward_end(self, state: _State, complete: bool) -> torch.Tensor:
         """The normalised token sequence ``(B, N + 1, C)``, class token last."""
-        x, _, rope = self._embed(x)
-        for blk in self.blocks:
-            x = self._block(blk, x, rope)
-        return self.norm(x)
+        return self.norm(state[0])
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.global_pool == 'token':
@@ -375,9 +336,6 @@ class ILLaMA(PlainViTMixin, nn.Module):
             x = x[:, :-1].mean(dim=1)
         x = self.head_drop(x)
         return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def soft_mask_schedule(rate: float, total_iters: int, cutoff_iters: int, schedule: str = 'constant') -> list[float]:

@@ -36,7 +36,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, trunc_normal_
 from timm.models import register_model, generate_default_cfgs
-from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint
 
 from zoo.attention import dense_attention, gather_attention, infuse_attention
@@ -44,6 +43,7 @@ from zoo.builder import build_zoo_model
 from zoo.layers import InputError, pad_to_multiple, validate_input
 from zoo.layers.tracing import is_capturing
 from zoo.plain_vit import PlainViTMixin
+from zoo.staged import init_trunc_normal
 
 __all__ = ['LookupViT']
 
@@ -179,6 +179,10 @@ def resample_grid(pos_embed: torch.Tensor, new_size: tuple[int, int], old_size: 
     return F.interpolate(grid.float(), size=new_size, mode='bicubic', align_corners=False).to(dtype)
 
 
+# What the blocks pass on: the compressed tokens, the lookup tokens, the lookup grid.
+_State = tuple[torch.Tensor, torch.Tensor, tuple[int, int]]
+
+
 class LookupViT(PlainViTMixin, nn.Module):
     """LookupViT: compressed tokens (full ViT layers) + lookup tokens (cheap layers).
 
@@ -258,14 +262,8 @@ class LookupViT(PlainViTMixin, nn.Module):
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
 
         trunc_normal_(self.pos_embed, std=.02)
-        self.apply(self._init_weights)
-
-    def _init_weights(self, m: nn.Module) -> None:
         # ViT's: truncated normal (std 0.02) Linear weights, zero biases.
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+        self.apply(init_trunc_normal)
 
     # ------------------------------------------------------------------ compressed grid
 
@@ -292,7 +290,9 @@ class LookupViT(PlainViTMixin, nn.Module):
 
     # ------------------------------------------------------------------ forward
 
-    def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+    # The hooks of the shared forward_intermediates / forward_features (zoo.plain_vit).
+
+    def _forward_stem(self, x: torch.Tensor) -> _State:
         """Compressed tokens (B, M, C), lookup tokens (B, N, C) and the lookup grid."""
         validate_input(x, in_chans=self.in_chans, min_size=self.min_input_size,
                        weight_dtype=self.patch_embed.weight.dtype, name='LookupViT')
@@ -309,55 +309,18 @@ class LookupViT(PlainViTMixin, nn.Module):
         lookup = self.pos_drop(x.flatten(2).transpose(1, 2))
         return c, lookup, grid
 
-    def _block(self, blk: LookupBlock, c: torch.Tensor, lookup: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward_stage(self, index: int, block: LookupBlock, state: _State) -> _State:
+        c, lookup, grid = state
         if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint(blk, c, lookup)
-        return blk(c, lookup)
+            return *checkpoint(block, c, lookup), grid
+        return *block(c, lookup), grid
 
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: int | list[int] | None = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Forward returning the lookup tokens of the selected blocks as stride-16 maps.
+    def _patch_tokens(self, state: _State) -> tuple[torch.Tensor, tuple[int, int]]:
+        return state[1], state[2]  # the lookup tokens: one per patch
 
-        Args:
-            x: input images.
-            indices: last ``n`` blocks if an int, else the block indices to return.
-            norm: apply the final LayerNorm to each returned map.
-            stop_early: stop after the last selected block.
-            output_fmt: ``'NCHW'`` or ``'NHWC'``.
-            intermediates_only: return only the intermediates.
-
-        Returns:
-            The maps, ``(B, C, ceil(H / 16), ceil(W / 16))`` each (NCHW), and unless
-            ``intermediates_only`` first the output of ``forward_features``.
-        """
-        if output_fmt not in ('NCHW', 'NHWC'):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
-        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
-        c, lookup, (gh, gw) = self._embed(x)
-        blocks = self.blocks[:max_index + 1] if stop_early or intermediates_only else self.blocks
-        intermediates = []
-        for i, blk in enumerate(blocks):
-            c, lookup = self._block(blk, c, lookup)
-            if i in take_indices:
-                y = (self.norm(lookup) if norm else lookup).reshape(lookup.shape[0], gh, gw, lookup.shape[-1])
-                intermediates.append(y if output_fmt == 'NHWC' else y.permute(0, 3, 1, 2).contiguous())
-        if intermediates_only:
-            return intermediates
-        return self.norm(torch.cat((c, lookup), dim=1)), intermediates
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward_end(self, state: _State, complete: bool) -> torch.Tensor:
         """The normalised tokens ``(B, M + N, C)``: the M compressed tokens first, then the lookup ones."""
-        c, lookup, _ = self._embed(x)
-        for blk in self.blocks:
-            c, lookup = self._block(blk, c, lookup)
-        return self.norm(torch.cat((c, lookup), dim=1))
+        return self.norm(torch.cat((state[0], state[1]), dim=1))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.global_pool == 'avg':
@@ -365,9 +328,6 @@ class LookupViT(PlainViTMixin, nn.Module):
             x = (x[:, :m].mean(dim=1) + x[:, m:].mean(dim=1)) / 2
         x = self.head_drop(x)
         return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: LookupViT) -> dict[str, torch.Tensor]:

@@ -46,17 +46,17 @@ import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import register_model
 from timm.models import shvit as timm_shvit
-from timm.models._features import feature_take_indices
 from timm.models.shvit import SHViT as TimmSHViT
 
 from zoo.builder import build_zoo_model
 from zoo.layers import validate_input
 from zoo.registry import with_timm_tags
+from zoo.staged import FeatureIntermediates
 
 __all__ = ['SHViT', 'checkpoint_filter_fn']
 
 
-class SHViT(TimmSHViT):
+class SHViT(FeatureIntermediates, TimmSHViT):
     """timm's SHViT with input validation and ``NHWC`` intermediates.
 
     Args:
@@ -74,39 +74,10 @@ class SHViT(TimmSHViT):
         validate_input(x, in_chans=self.in_chans, min_size=self.min_input_size,
                        weight_dtype=self.patch_embed[0].c.weight.dtype, name='SHViT')
 
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: int | list[int] | None = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Forward returning the outputs of the selected stages.
-
-        Args:
-            x: input images.
-            indices: last ``n`` stages if an int, else the stage indices to return.
-            norm: unused (SHViT has no final norm).
-            stop_early: stop after the last selected stage.
-            output_fmt: ``'NCHW'`` or ``'NHWC'``.
-            intermediates_only: return only the intermediates.
-        """
-        if output_fmt not in ('NCHW', 'NHWC'):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+    def _forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The stem of the shared forward_intermediates (zoo.staged.FeatureIntermediates)."""
         self._check_input(x)
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        stages = self.stages[:max_index + 1] if stop_early or intermediates_only else self.stages
-        x = self.patch_embed(x)
-        intermediates = []
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take_indices:
-                intermediates.append(x.permute(0, 2, 3, 1) if output_fmt == 'NHWC' else x)
-        if intermediates_only:
-            return intermediates
-        return x, intermediates
+        return self.patch_embed(x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)

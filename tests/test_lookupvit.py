@@ -98,7 +98,7 @@ def test_block_widths():
 def test_compressed_tokens_are_the_resized_lookup_grid():
     model = _tiny()
     x = torch.randn(1, 3, 224, 160)
-    c, lookup, grid = model._embed(x)
+    c, lookup, grid = model._forward_stem(x)
     assert grid == (14, 10)
     assert c.shape == (1, 100, 192) and lookup.shape == (1, 140, 192)
     grid_map = lookup.transpose(1, 2).reshape(1, 192, 14, 10)

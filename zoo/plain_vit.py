@@ -4,8 +4,16 @@ hierarchical models, for models whose "stages" are the blocks of one stride-16 t
 A model using :class:`PlainViTMixin` (next to ``nn.Module``) provides ``blocks`` (a
 ``ModuleList``), ``norm`` (the final norm), ``head``, ``embed_dim``, ``global_pool``,
 ``grad_checkpointing`` and the class attributes ``GLOBAL_POOLS`` (the accepted ``global_pool``
-values) and ``STEM_PATTERN`` (the regex of its embedding parameters, for ``group_matcher``);
-it writes its own ``forward_features``, ``forward_intermediates`` and ``forward_head``.
+values) and ``STEM_PATTERN`` (the regex of its embedding parameters, for ``group_matcher``).
+``forward_intermediates`` is :class:`zoo.staged.FeatureIntermediates`' loop, over the blocks;
+``forward_features`` runs the same hooks over every block. The model writes the hooks (its
+token sets differ: a class token, compressed tokens...) and ``forward_head``:
+
+- ``_forward_stem(x)``: check the input, embed; returns the state the blocks pass on.
+- ``_forward_stage(index, block, state)``: run one block (gradient checkpointing included).
+- ``_patch_tokens(state)``: the ``(B, N, C)`` patch tokens and their ``(h, w)`` grid; a
+  selected block's map is these tokens (through ``norm`` if asked) as a map.
+- ``_forward_end(state, complete)``: the normalised token sequence of ``forward_features``.
 """
 from __future__ import annotations
 
@@ -15,10 +23,12 @@ import torch
 from torch import nn
 from timm.models._features import feature_take_indices
 
+from zoo.staged import FeatureIntermediates
+
 __all__ = ['PlainViTMixin']
 
 
-class PlainViTMixin:
+class PlainViTMixin(FeatureIntermediates):
     GLOBAL_POOLS: tuple[str, ...] = ('avg', '')
     STEM_PATTERN: str = r'^pos_embed|^patch_embed'
 
@@ -65,3 +75,22 @@ class PlainViTMixin:
         if prune_head:
             self.reset_classifier(0, '')
         return take_indices
+
+    def _patch_tokens(self, state: Any) -> tuple[torch.Tensor, tuple[int, int]]:
+        raise NotImplementedError
+
+    def _intermediate(self, index: int, state: Any, norm: bool, output_fmt: str) -> torch.Tensor:
+        """The patch tokens as a map (other tokens dropped), through the final norm if ``norm``."""
+        tokens, (gh, gw) = self._patch_tokens(state)
+        y = (self.norm(tokens) if norm else tokens).reshape(tokens.shape[0], gh, gw, tokens.shape[-1])
+        return y if output_fmt == 'NHWC' else y.permute(0, 3, 1, 2).contiguous()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The normalised token sequence after every block (what ``forward_head`` takes)."""
+        state = self._forward_stem(x)
+        for i, block in enumerate(self.blocks):
+            state = self._forward_stage(i, block, state)
+        return self._forward_end(state, True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
