@@ -5,8 +5,11 @@ Cheap checks run on every variant; heavy ones on the smallest of each family by 
 """
 from __future__ import annotations
 
+import ast
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 import timm
@@ -270,3 +273,52 @@ def test_largest_supported_input(name):
         feats = model(torch.randn(1, 3, 2048, 1536))
     for f, c, r in zip(feats, model.feature_info.channels(), model.feature_info.reduction()):
         assert f.shape == (1, c, 2048 // r, 1536 // r) and torch.isfinite(f).all()
+
+
+# ---------------------------------------------------------------- package direction
+
+ZOO_DIR = DATA.parents[1] / 'zoo'
+_IMPORTERS = {'import_module', '__import__', 'find_spec'}  # importlib's ways to import by name
+
+
+def _names_backbones(name: str | None) -> bool:
+    return name is not None and (name == 'backbones' or name.startswith('backbones.'))
+
+
+def _lines_naming_backbones(path) -> list[int]:
+    """Lines of a module that import the family package or use the name it is bound to."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import) and any(_names_backbones(a.name) for a in node.names):
+            lines.append(node.lineno)
+        elif isinstance(node, ast.ImportFrom) and _names_backbones(node.module):
+            lines.append(node.lineno)
+        elif isinstance(node, ast.Name) and node.id == 'backbones':
+            lines.append(node.lineno)
+        elif isinstance(node, ast.Call) and getattr(node.func, 'attr', getattr(node.func, 'id', None)) in _IMPORTERS:
+            if any(isinstance(a, ast.Constant) and isinstance(a.value, str) and _names_backbones(a.value)
+                   for a in node.args):
+                lines.append(node.lineno)
+    return lines
+
+
+def test_core_does_not_import_the_families():
+    # The families (backbones/) build on zoo/; zoo/ imports them in one visible place only, so
+    # that `import zoo` (README, mm configs' custom_imports) keeps registering every family.
+    found = {p.relative_to(ZOO_DIR.parent).as_posix(): lines
+             for p in sorted(ZOO_DIR.rglob('*.py')) if (lines := _lines_naming_backbones(p))}
+    assert list(found) == ['zoo/__init__.py'] and len(found['zoo/__init__.py']) == 1, found
+    line = (ZOO_DIR / '__init__.py').read_text().splitlines()[found['zoo/__init__.py'][0] - 1]
+    assert line.startswith('import backbones  #'), line
+
+
+@pytest.mark.parametrize('first', ['backbones', 'zoo', 'zoo.mm'])
+def test_import_order(first):
+    # Whichever is imported first in a fresh interpreter, every family ends up registered.
+    code = (f'import {first}\nimport zoo, backbones, timm\nfrom zoo.registry import list_families, list_models\n'
+            'print(len(list_families()), len(list_models()), type(timm.create_model("van_b0")).__module__)')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=ZOO_DIR.parent,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    families = len({p.stem for p in (ZOO_DIR.parent / 'backbones').glob('*.py')} - {'__init__'})
+    assert out.stdout.split() == [str(families), str(len(ALL_MODELS)), 'backbones.van']
