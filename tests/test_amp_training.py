@@ -2,8 +2,8 @@
 
 The toy RetinaNet and UperNet (configs/toy) with VAN-B0 and BiFormer-T backbones train 50
 iterations from the same seed in float32 and under ``--amp --amp-dtype bfloat16``; the bf16 run
-must end within 10% of the float32 run's loss. An AMP checkpoint resumes to the same weights and
-loss scale, and evaluates in float32 with tools/test.py.
+must end within 10% of the float32 run's loss (the median of the last 20 iterations). An AMP
+checkpoint resumes to the same weights and loss scale, and evaluates in float32 with tools/test.py.
 """
 from __future__ import annotations
 
@@ -32,8 +32,10 @@ CONFIGS = {'retinanet': CONFIG_DIR / 'toy' / 'retinanet_van-b0_fpn_toy-coco.py',
            'upernet': CONFIG_DIR / 'toy' / 'van-b0_upernet_toy-ade.py'}
 BACKBONES = {'van_b0': ('VAN', 'b0', [32, 64, 160, 256]),
              'biformer_tiny': ('BiFormer', 'tiny', [64, 128, 256, 512])}
-# The smallest images that keep the runs meaningful: RetinaNet's anchors need some room.
-IMAGE_SCALE = {'retinanet': 96, 'upernet': 64}
+# Image side and batch per model, small. Not 64 px for RetinaNet: its P6 map is then 1x1, and
+# oneDNN's bf16 weight gradient of a stride-2 3x3 convolution on a 1x1 input comes out
+# non-finite in about a quarter of the calls here (torch 2.14.1; the loss scaler skips those steps).
+RUN = {'retinanet': dict(image_scale=96, batch_size=4), 'upernet': dict(image_scale=64, batch_size=4)}
 ITERATIONS = 50
 
 
@@ -47,7 +49,7 @@ def toy_data(tmp_path_factory) -> Path:
 
 def _config(model: str, backbone: str, data_root: Path, path: Path, **kwargs) -> Path:
     """A toy config with ``backbone``, every iteration's loss logged unsmoothed, written to ``path``."""
-    kwargs = dict(dict(max_iters=ITERATIONS, batch_size=4, image_scale=IMAGE_SCALE[model]), **kwargs)
+    kwargs = dict(dict(max_iters=ITERATIONS, **RUN[model]), **kwargs)
     cfg = load_toy_config(CONFIGS[model], data_root, path.parent / 'unused', **kwargs)  # a unique run name
     kind, arch, channels = BACKBONES[backbone]
     cfg.model.backbone = dict(type=kind, arch=arch)
@@ -79,8 +81,11 @@ def _bf16_trains_like_float32(model: str, backbone: str, data_root: Path, tmp_pa
     assert len(fp32) == len(bf16) == ITERATIONS
     assert np.isfinite(bf16).all(), bf16
     assert not np.array_equal(fp32, bf16)  # autocast was on
-    ratio = bf16[-10:].mean() / fp32[-10:].mean()
-    assert abs(ratio - 1) < 0.1, (ratio, fp32[-10:], bf16[-10:])
+    # The final loss: the median of the last 20 iterations. From scratch, single batches spike
+    # (gradient norms 10-40x the usual, clipped), and the bf16 run meets its spikes a little
+    # elsewhere than the float32 one; a mean of 10 iterations swings by +-15% with them.
+    ratio = np.median(bf16[-20:]) / np.median(fp32[-20:])
+    assert abs(ratio - 1) < 0.1, (ratio, fp32[-20:], bf16[-20:])
     state = torch.load(tmp_path / 'bf16' / f'iter_{ITERATIONS}.pth', weights_only=False)
     assert 'loss_scaler' in state['optimizer']  # AmpOptimWrapper's
 

@@ -98,7 +98,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="automatic mixed precision with mmengine's AmpOptimWrapper (dynamic loss scaling); "
                          'on CPU under CPU autocast')
     ap.add_argument('--amp-dtype', choices=AMP_DTYPES,
-                    help='the autocast dtype of --amp (default: float16 on GPUs, bfloat16 on CPU)')
+                    help='the autocast dtype of --amp (default: float16 on GPUs, bfloat16 on CPU, where float16 '
+                         'runs but is much slower)')
     ap.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                     help='override config entries, e.g. train_cfg.max_iters=100 model.backbone.arch=b1')
     ap.add_argument('--launcher', choices=['none', 'pytorch'], default='none',
