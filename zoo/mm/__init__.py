@@ -2,7 +2,7 @@
 
 Importing this registers ``ZooBackbone`` and the family aliases (``type='VAN', arch='b2'``)
 in mmengine's root ``MODELS`` registry, which mmdet's and mmseg's registries fall back to,
-plus the zoo's necks and heads, and applies the compatibility fixes for current PyTorch
+plus the zoo's necks, and applies the compatibility fixes for current PyTorch
 (``zoo.mm.compat``). It needs the ``mm`` extra (mmengine, mmcv, mmdet, mmsegmentation).
 """
 from . import compat  # noqa: F401  (first: fixes that the rest relies on)
@@ -26,9 +26,9 @@ FAMILY_ALIASES = {
 for _alias, (_prefix, _default) in FAMILY_ALIASES.items():
     register_family_alias(_alias, _prefix, _default)
 
-# The necks and heads the papers' recipes need (necks/, heads/): importing zoo.mm is enough,
-# so configs need only custom_imports = dict(imports=['zoo.mm']).
-import heads  # noqa: E402,F401
+# The necks the papers' recipes need (necks/; no recipe needs a head that mm lacks, see
+# heads/README.md): importing zoo.mm is enough, so configs need only
+# custom_imports = dict(imports=['zoo.mm']).
 import necks  # noqa: E402,F401
 
 __all__ = ['ZooBackbone', 'ZooRunner', 'load_detector_checkpoint', 'register_family_alias', 'FAMILY_ALIASES']
