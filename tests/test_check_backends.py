@@ -28,14 +28,14 @@ def test_every_op_has_a_sample_builder():
 def test_an_op_without_a_builder_stops_the_tool(monkeypatch, capsys):
     ops = attention.list_ops()
     monkeypatch.setattr(attention, 'list_ops', lambda: (*ops, 'new_attention'))
-    assert check_backends.main(['--no-models', '--dtypes', 'float32', '--repeats', '1']) == 2
+    assert check_backends.main(['--no-models', '--dtypes', 'float32', '--repeats', '1', '--quick']) == 2
     err = capsys.readouterr().err
     assert "['new_attention'] without sample inputs" in err and 'SAMPLE_BUILDERS' in err
 
 
 @pytest.mark.parametrize('op', attention.list_ops())
 def test_every_backend_that_runs_here_agrees_with_the_reference(op):
-    result = check_backends.check_op(op, attention.BACKENDS, ['float32', 'bfloat16'], CPU, repeats=1)
+    result = check_backends.check_op(op, attention.BACKENDS, ['float32', 'bfloat16'], CPU, repeats=1, quick=True)
     for backend, reason in attention.backend_status(op).items():
         entry = result['backends'][backend]
         if reason is not None:
@@ -59,7 +59,7 @@ def test_a_broken_fast_path_fails_the_check_and_is_named(monkeypatch, capsys):
         return sdpa(*args, **kwargs) * 1.01
 
     monkeypatch.setattr(F, 'scaled_dot_product_attention', off_by_a_little)
-    code = check_backends.main(['--ops', 'dense_attention', '--no-models', '--dtypes', 'float32', '--repeats', '1'])
+    code = check_backends.main(['--ops', 'dense_attention', '--no-models', '--dtypes', 'float32', '--repeats', '1', '--quick'])
     out = capsys.readouterr().out
     assert code == 1
     failed = out.split('FAILED', 1)[1]
@@ -70,7 +70,7 @@ def test_a_broken_fast_path_fails_the_check_and_is_named(monkeypatch, capsys):
 @pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU skip list')
 def test_cpu_output_starts_with_what_it_skipped_and_why(capsys):
     code = check_backends.main(['--ops', 'dense_attention', 'routed_attention', 'window_attention', '--no-models',
-                                '--dtypes', 'float32', '--repeats', '1'])
+                                '--dtypes', 'float32', '--repeats', '1', '--quick'])
     lines = capsys.readouterr().out.splitlines()
     assert code == 0
     assert lines[0].startswith('check_backends on cpu (no CUDA device)') and lines[1].startswith('Skipped')
