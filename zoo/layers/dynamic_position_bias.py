@@ -12,6 +12,8 @@ back to training mode, or gradients are needed.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn as nn
 from .tracing import is_capturing
@@ -74,7 +76,11 @@ class DynamicPositionBias(nn.Module):
     def compute(self, group_size: tuple[int, int], device: torch.device | None = None) -> torch.Tensor:
         """The bias of a ``gh x gw`` group, ``(heads, N, N)``, without the cache."""
         device = self.pos_proj.weight.device if device is None else device
-        table = self.table(relative_coords(group_size, device))  # ((2gh-1)(2gw-1), heads)
+        # In the weights' dtype, never autocast's: the cache is shared by float32 and autocast
+        # calls, and a bias computed under autocast would be rounded for later float32 calls.
+        with torch.autocast(device.type, enabled=False) if torch.amp.is_autocast_available(device.type) \
+                else contextlib.nullcontext():
+            table = self.table(relative_coords(group_size, device))  # ((2gh-1)(2gw-1), heads)
         n = group_size[0] * group_size[1]
         return table[relative_position_index(group_size, device).reshape(-1)].reshape(n, n, -1).permute(2, 0, 1)
 

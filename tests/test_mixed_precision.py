@@ -1,0 +1,167 @@
+"""Mixed precision: autocast and float16/bfloat16 models stay close to float32 and finite.
+
+The bound for a model's autocast error is 1.5x the error the official implementation makes on
+the same checkpoint and input (``tests/data/amp_bounds.json``, measured outside the repo);
+variants without an official measurement (no official code, or no parity checkpoint) get
+1e-2 in float16 and 5e-2 in bfloat16. The error is ``max|y - y_fp32| / max|y_fp32|`` of the
+logits. Models with a parity checkpoint load it through the normal pretrained path; the
+others get the same deterministic fill rule on their own keys.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from timm.models import get_pretrained_cfg
+
+from zoo.train_profiling import set_grad_checkpointing
+from zoo_testutils import (ALL_MODELS, DATA, SMALLEST, parity_checkpoint, parity_fixture_names, parity_input, rel_err,
+                           rule_tensor)
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+
+OFFICIAL = json.loads((DATA / 'amp_bounds.json').read_text())['models']
+DEFAULT_BOUNDS = {'float16': 1e-2, 'bfloat16': 5e-2}
+DTYPES = {'float16': torch.float16, 'bfloat16': torch.bfloat16}
+PARITY_NAMES = set(parity_fixture_names())
+# The smallest variant of each family, and every variant with an official measurement.
+DEFAULT_MODELS = SMALLEST | (PARITY_NAMES & set(ALL_MODELS))
+
+
+def _params(*extra: tuple, sweep_only: tuple = ()) -> list:
+    """(name, dtype, *extra) for every model; outside the default set, and for the ``sweep_only``
+    combinations, under ``all_variants``."""
+    out = []
+    for name in ALL_MODELS:
+        for dtype in DTYPES:
+            for e in (extra or [()]):
+                swept = name not in DEFAULT_MODELS or (dtype, *e) in sweep_only
+                out.append(pytest.param(name, dtype, *e, id='-'.join([name, dtype, *map(str, e)]),
+                                        marks=pytest.mark.all_variants if swept else ()))
+    return out
+
+
+def bound(name: str, dtype: str, kind: str = '') -> float:
+    """1.5x the official error (``kind``: '' for autocast, 'model_' for a cast model), else the default."""
+    official = OFFICIAL.get(name, {}).get(kind + dtype)
+    return 1.5 * official if isinstance(official, float) else DEFAULT_BOUNDS[dtype]
+
+
+def _fill_with_rule(model: torch.nn.Module) -> None:
+    # The parity fixtures' fill rule on our own keys: weights with a trained checkpoint's scale.
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for key, tensor in model.state_dict().items():
+            if tensor.is_floating_point() and (key in params or 'running_' in key):
+                tensor.copy_(rule_tensor(key, list(tensor.shape)))
+
+
+@lru_cache(maxsize=1)
+def _model(name: str, features_only: bool = False) -> torch.nn.Module:
+    """The float32 model with deterministic weights (cached: the tests of one model run in a row)."""
+    if name in PARITY_NAMES:
+        with tempfile.TemporaryDirectory() as d:
+            path = parity_checkpoint(name, Path(d) / f'{name}.pth')
+            return timm.create_model(name, pretrained=True, features_only=features_only,
+                                     pretrained_cfg_overlay=dict(file=str(path))).eval()
+    torch.manual_seed(0)
+    model = timm.create_model(name, features_only=features_only).eval()
+    _fill_with_rule(model)
+    return model
+
+
+def _input(name: str) -> torch.Tensor:
+    if name in PARITY_NAMES:
+        return parity_input(name)
+    size = get_pretrained_cfg(name).input_size
+    return torch.randn(2, *size, generator=torch.Generator().manual_seed(0))
+
+
+@lru_cache(maxsize=1)
+def _float32_logits(name: str) -> torch.Tensor:
+    with torch.no_grad():
+        return _model(name)(_input(name))
+
+
+@pytest.mark.parametrize('name, dtype', _params())
+def test_autocast_logits_close_to_float32(name, dtype):
+    model, x = _model(name), _input(name)
+    with torch.no_grad(), torch.autocast('cpu', dtype=DTYPES[dtype]):
+        y = model(x)
+    ref = _float32_logits(name)
+    assert torch.isfinite(y).all()
+    err = rel_err(y.float(), ref)
+    assert err <= bound(name, dtype), f'{name} under {dtype} autocast: error {err:.2e} > bound {bound(name, dtype):.2e}'
+
+
+@pytest.mark.parametrize('name, dtype', _params())
+def test_cast_model_close_to_float32(name, dtype):
+    # model.half() / model.bfloat16() with an input of the same dtype, no autocast
+    model = copy.deepcopy(_model(name)).to(DTYPES[dtype])
+    with torch.no_grad():
+        y = model(_input(name).to(DTYPES[dtype]))
+    assert y.dtype == DTYPES[dtype] and torch.isfinite(y).all()
+    err, limit = rel_err(y.float(), _float32_logits(name)), bound(name, dtype, 'model_')
+    assert err <= limit, f'{name}.to({dtype}): error {err:.2e} > bound {limit:.2e}'
+
+
+def _known_failure(name: str, dtype: str) -> tuple:
+    if name.startswith('ravlt') and dtype == 'float16':
+        # zoo/attention/linear.py sums k^T v over all N tokens before dividing by N: at 512x512
+        # (N = 16384 in stage 1) the float16 matmul overflows. The official code scales both
+        # operands by N ** -0.5 first; the fix belongs to the attention package (issue #22).
+        return (pytest.mark.xfail(strict=True, reason='linear attention k^T v overflows float16 at N=16384'),)
+    return ()
+
+
+@pytest.mark.parametrize('name, dtype', [pytest.param(*p.values, id=p.id, marks=(*p.marks, *_known_failure(*p.values)))
+                                         for p in _params()])
+def test_autocast_features_finite_at_512(name, dtype):
+    model = _model(name, features_only=True)
+    x = torch.randn(1, 3, 512, 512, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad(), torch.autocast('cpu', dtype=DTYPES[dtype]):
+        feats = model(x)
+    for i, f in enumerate(feats):
+        assert torch.isfinite(f).all(), f'{name} under {dtype} autocast: feature {i} {tuple(f.shape)} is not finite'
+
+
+# float16 backward kernels are slow on CPU: float16 with grad checkpointing only in the sweep
+@pytest.mark.parametrize('name, dtype, grad_checkpointing',
+                         _params((False,), (True,), sweep_only=(('float16', True),)))
+def test_autocast_training_step_finite(name, dtype, grad_checkpointing):
+    model = copy.deepcopy(_model(name)).train()
+    if grad_checkpointing:
+        set_grad_checkpointing(model, True)
+    # 64x64 keeps float16's slow CPU backward kernels cheap (every model takes any size)
+    x = _input(name)[:, :, :64, :64]
+    target = torch.arange(x.shape[0]) * 7
+    with torch.autocast('cpu', dtype=DTYPES[dtype]):
+        # logits reach ~1e3 with these weights: scale them so the loss is not saturated
+        loss = F.cross_entropy(model(x).float() / 100, target)
+    loss.backward()
+    assert torch.isfinite(loss)
+    grads = {k: p.grad for k, p in model.named_parameters() if p.requires_grad}
+    assert sum(g is not None for g in grads.values()) >= 0.9 * len(grads), 'most parameters got no gradient'
+    bad = [k for k, g in grads.items() if g is not None and not torch.isfinite(g).all()]
+    assert not bad, f'non-finite gradients under {dtype} autocast: {bad[:5]}'
+
+
+def test_position_bias_cache_is_not_rounded_by_autocast():
+    # CrossFormer's dynamic position bias caches its (heads, N, N) table in eval mode: a first
+    # call under autocast must not leave a bfloat16-rounded table for later float32 calls.
+    from zoo.layers.dynamic_position_bias import DynamicPositionBias
+    torch.manual_seed(0)
+    bias = DynamicPositionBias(32, 4).eval()
+    with torch.no_grad():
+        exact = bias.compute((7, 7))
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            under_autocast = bias(7, dtype=torch.float32)
+        torch.testing.assert_close(under_autocast, exact)
+        torch.testing.assert_close(bias(7, dtype=torch.float32), exact)
