@@ -21,6 +21,8 @@ pytest.importorskip('mmseg')
 sys.path.append(str(Path(__file__).resolve().parents[1] / 'tools'))  # the toy-run helpers (not a package)
 from toy_training import CONFIG_DIR, load_tool, load_toy_config  # noqa: E402
 
+from zoo.mm.compat import admitted  # noqa: E402
+
 toy = load_tool('make_toy_dataset')
 train_tool = load_tool('train')
 test_tool = load_tool('test')
@@ -64,6 +66,11 @@ def _config(model: str, backbone: str, data_root: Path, path: Path, **kwargs) ->
     return path
 
 
+def _checkpoint(path: Path) -> dict:
+    with admitted():  # what Runner checkpoints hold besides tensors (zoo.mm.compat)
+        return torch.load(path, weights_only=True)
+
+
 def _losses(work_dir: Path) -> np.ndarray:
     scalars = next(work_dir.glob('*/vis_data/scalars.json'))
     return np.array([row['loss'] for row in map(json.loads, scalars.open()) if 'loss' in row])
@@ -86,8 +93,7 @@ def _bf16_trains_like_float32(model: str, backbone: str, data_root: Path, tmp_pa
     # elsewhere than the float32 one; a mean of 10 iterations swings by +-15% with them.
     ratio = np.median(bf16[-20:]) / np.median(fp32[-20:])
     assert abs(ratio - 1) < 0.1, (ratio, fp32[-20:], bf16[-20:])
-    state = torch.load(tmp_path / 'bf16' / f'iter_{ITERATIONS}.pth', weights_only=False)
-    assert 'loss_scaler' in state['optimizer']  # AmpOptimWrapper's
+    assert 'loss_scaler' in _checkpoint(tmp_path / 'bf16' / f'iter_{ITERATIONS}.pth')['optimizer']  # AmpOptimWrapper's
 
 
 def test_bf16_upernet_van_b0_trains_like_float32(toy_data, tmp_path):
@@ -104,8 +110,8 @@ def test_bf16_trains_like_float32(toy_data, tmp_path, model, backbone):
 def test_amp_checkpoint_resumes_and_evaluates_in_float32(toy_data, tmp_path):
     # A scale that doubles every step: the resumed run must carry it on, not start again.
     amp = ['--amp', '--amp-dtype', 'bfloat16',
-           '--cfg-options', 'optim_wrapper.loss_scale.init_scale=1024.0', 'optim_wrapper.loss_scale.growth_interval=1',
-           'randomness.deterministic=True']
+           '--cfg-options', 'optim_wrapper.loss_scale.init_scale=1024.0',
+           'optim_wrapper.loss_scale.growth_interval=1', 'randomness.deterministic=True']
     run = dict(max_iters=4, checkpoint_interval=2, batch_size=2, image_scale=96)
     try:
         _train('retinanet', 'van_b0', toy_data, tmp_path / 'a', *amp, **run)
@@ -113,10 +119,11 @@ def test_amp_checkpoint_resumes_and_evaluates_in_float32(toy_data, tmp_path):
                **run)
     finally:
         torch.use_deterministic_algorithms(False)  # mmengine's deterministic mode is process-wide
-    uninterrupted, resumed = (torch.load(tmp_path / run / 'iter_4.pth', weights_only=False) for run in 'ab')
+    uninterrupted, resumed = (_checkpoint(tmp_path / name / 'iter_4.pth') for name in 'ab')
     assert not (tmp_path / 'b' / 'iter_2.pth').exists()  # b started at iteration 2
-    assert torch.load(tmp_path / 'a' / 'iter_2.pth', weights_only=False)['optimizer']['loss_scaler']['scale'] == 2.0 ** 12
-    assert uninterrupted['optimizer']['loss_scaler']['scale'] == resumed['optimizer']['loss_scaler']['scale'] == 2.0 ** 14
+    assert _checkpoint(tmp_path / 'a' / 'iter_2.pth')['optimizer']['loss_scaler']['scale'] == 2.0 ** 12
+    scales = [c['optimizer']['loss_scaler']['scale'] for c in (uninterrupted, resumed)]
+    assert scales == [2.0 ** 14] * 2
     for key, value in resumed['state_dict'].items():
         assert torch.equal(value, uninterrupted['state_dict'][key]), key
     assert all(v.dtype == torch.float32 for v in resumed['state_dict'].values() if v.is_floating_point())

@@ -57,12 +57,12 @@ class CPUAmpOptimWrapper(AmpOptimWrapper):
             arguments (as for ``AmpOptimWrapper``). bfloat16 has float32's exponent range and
             needs no scaling; the dynamic scaler keeps the GPU code path and only backs off on
             an overflow.
-        dtype: the autocast dtype, ``'bfloat16'`` (default) or ``'float16'``.
+        dtype: the autocast dtype, ``'bfloat16'`` (default, also for None) or ``'float16'``.
         **kwargs: ``OptimWrapper``'s arguments (``optimizer``, ``clip_grad``, ...).
     """
 
     def __init__(self, loss_scale: str | float | Mapping = 'dynamic',
-                 dtype: str | torch.dtype = 'bfloat16', **kwargs) -> None:
+                 dtype: str | torch.dtype | None = 'bfloat16', **kwargs) -> None:
         OptimWrapper.__init__(self, **kwargs)  # not AmpOptimWrapper's: it asserts an accelerator
         self._scale_update_param = None
         if loss_scale == 'dynamic':
@@ -76,7 +76,7 @@ class CPUAmpOptimWrapper(AmpOptimWrapper):
             raise TypeError(f"loss_scale must be 'dynamic', a number or a dict of GradScaler arguments, "
                             f'got {loss_scale!r}')
         self.loss_scaler = torch.amp.GradScaler('cpu', **scaler_kwargs)
-        name = str(dtype).removeprefix('torch.')
+        name = 'bfloat16' if dtype is None else str(dtype).removeprefix('torch.')  # None: the device's default
         if name not in AMP_DTYPES:
             raise ValueError(f'CPU autocast trains in {" or ".join(AMP_DTYPES)}, got dtype={dtype!r}')
         self.cast_dtype = getattr(torch, name)
