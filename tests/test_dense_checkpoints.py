@@ -10,6 +10,7 @@ file, whatever the keys became.
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,8 @@ from mmengine.runner.checkpoint import load_checkpoint  # noqa: E402
 from zoo.checkpoint import CheckpointError, load_checkpoint_file  # noqa: E402
 from zoo.mm import ZooBackbone  # noqa: E402
 from zoo.mm.checkpoint import ZooRunner, build_model_from_config, load_detector_checkpoint  # noqa: E402
-from zoo.mm.demo import CONFIG_DIR, load_tool  # noqa: E402
+sys.path.append(str(Path(__file__).resolve().parents[1] / 'tools'))  # the toy-run helpers (not a package)
+from toy_training import CONFIG_DIR, load_tool  # noqa: E402
 from zoo_testutils import parity_fixture, rule_tensor  # noqa: E402
 
 RETINANET = CONFIG_DIR / 'toy' / 'retinanet_van-b0_fpn_toy-coco.py'

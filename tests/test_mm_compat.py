@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,8 @@ from mmengine.runner import Runner, load_checkpoint  # noqa: E402
 from zoo.checkpoint import CheckpointError, load_checkpoint_file  # noqa: E402
 from zoo.mm import ZooBackbone  # noqa: E402
 from zoo.mm.compat import MMENGINE_CHECKPOINT_GLOBALS, admitted, close_distributed  # noqa: E402
-from zoo.mm.demo import CONFIG_DIR, load_tool, load_toy_config  # noqa: E402
+sys.path.append(str(Path(__file__).resolve().parents[1] / 'tools'))  # the toy-run helpers (not a package)
+from toy_training import CONFIG_DIR, load_tool, load_toy_config  # noqa: E402
 
 # config, dataset writer, save_best metric: mmseg's best score is a numpy float32 (a two-
 # iteration detector finds nothing yet, so it has no score to keep the best of).

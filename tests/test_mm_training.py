@@ -21,7 +21,8 @@ from mmengine.hooks import Hook  # noqa: E402
 from mmengine.registry import DATASETS, HOOKS, init_default_scope  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from zoo.mm.demo import CONFIG_DIR, REPO, load_tool, load_toy_config, train_toy_detector  # noqa: E402
+sys.path.append(str(Path(__file__).resolve().parents[1] / 'tools'))  # the toy-run helpers (not a package)
+from toy_training import CONFIG_DIR, REPO, load_tool, load_toy_config, train_toy_detector  # noqa: E402
 
 toy = load_tool('make_toy_dataset')
 RETINANET = CONFIG_DIR / 'toy' / 'retinanet_van-b0_fpn_toy-coco.py'

@@ -134,8 +134,8 @@ def onnx_roundtrip(name: str, workdir: Path) -> str:
 
 
 def train_detector(workdir: Path) -> str:
-    import zoo.mm.demo as mm_demo  # needs the mm extra, which `make setup` installs
-    return mm_demo.train_toy_detector(workdir)
+    import toy_training  # beside this script; needs the mm extra, which `make setup` installs
+    return toy_training.train_toy_detector(workdir)
 
 
 def main(argv: list[str] | None = None) -> int:

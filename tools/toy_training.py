@@ -1,5 +1,9 @@
 """Short training runs on the toy datasets: the project demo's detector, and the tests' runs.
 
+A helper module of ``tools/demo.py`` and of the mm tests, not a script and not part of the
+``zoo`` package (it reads ``configs/`` and the other ``tools/`` by path, which an installed
+package cannot rely on). Import it with ``tools/`` on ``sys.path``.
+
 ``train_toy_detector`` generates a small toy COCO set, trains RetinaNet with a VAN-B0 backbone
 from scratch for a handful of iterations on CPU, evaluates it and returns a one-line summary.
 ``load_toy_config`` loads one of ``configs/toy`` for a run on a given toy dataset, optionally
@@ -19,7 +23,7 @@ from types import ModuleType
 
 from mmengine.config import Config
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / 'configs'
 TOY_RETINANET = CONFIG_DIR / 'toy' / 'retinanet_van-b0_fpn_toy-coco.py'
 
