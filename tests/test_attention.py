@@ -23,12 +23,13 @@ import torch
 import torch.nn.functional as F
 
 import zoo.attention as za
-from zoo.attention import _dispatch, reference
-from zoo.attention import sdpa as sdpa_backend
+from zoo.attention import _backends
+from zoo.attention import routed as routed_module
+from zoo_testutils import FakeLowerTriangularMask, install_fake_xformers
 
 ATOL, RTOL = 1e-5, 1e-4
-HAS_NATTEN = _dispatch._unavailable_reason('natten', None) is None
-HAS_TRITON = _dispatch._import_problem('triton', 'Triton', '', 'triton') is None
+HAS_NATTEN = _backends._unavailable_reason('natten', None) is None
+HAS_TRITON = _backends._import_problem('triton', 'Triton', '', 'triton') is None
 
 
 @pytest.fixture(autouse=True)
@@ -113,67 +114,6 @@ def test_reference_window_equals_dense_on_each_crop() -> None:
             flat = [t[crop].flatten(2, 3) for t in (q, k, v)]
             expected = za.dense_attention(*flat, attn_bias=bias[wy * 2 + wx], backend='reference')
             torch.testing.assert_close(out[crop], expected.reshape(1, 2, wh, ww, 5))
-
-
-def _window_start_by_search(i: int, length: int, kernel_size: int, dilation: int) -> int:
-    """NATTEN's neighbourhood, found by brute force: among the runs of ``kernel_size`` positions
-    of i's residue class that fit in the axis, the one whose centre is closest to i."""
-    members = list(range(i % dilation, length, dilation))
-    starts = range(len(members) - kernel_size + 1)
-    best = min(starts, key=lambda s: abs(members[s + kernel_size // 2] - i))
-    return members[best]
-
-
-def _neighborhood_by_loops(q, k, v, kernel_size, dilation, rpb, scale):
-    """One query at a time; the rpb of a key is at its offset from the query, in dilated steps."""
-    _, heads, H, W, _ = q.shape
-    out = torch.zeros(*q.shape[:-1], v.shape[-1], dtype=q.dtype)
-    for h in range(heads):
-        for y in range(H):
-            for x in range(W):
-                y0 = _window_start_by_search(y, H, kernel_size, dilation)
-                x0 = _window_start_by_search(x, W, kernel_size, dilation)
-                logits, values = [], []
-                for i in range(kernel_size):
-                    for j in range(kernel_size):
-                        ky, kx = y0 + dilation * i, x0 + dilation * j
-                        logit = scale * (q[0, h, y, x] @ k[0, h, ky, kx])
-                        if rpb is not None:
-                            dy, dx = (ky - y) // dilation, (kx - x) // dilation
-                            logit = logit + rpb[h, dy + kernel_size - 1, dx + kernel_size - 1]
-                        logits.append(logit)
-                        values.append(v[0, h, ky, kx])
-                weights = torch.softmax(torch.stack(logits), dim=0)
-                out[0, h, y, x] = sum(w * value for w, value in zip(weights, values, strict=True))
-    return out
-
-
-@pytest.mark.parametrize(
-    'H, W, kernel_size, dilation, with_rpb',
-    [(5, 7, 3, 1, True), (6, 7, 3, 2, True), (7, 6, 5, 1, False), (9, 10, 3, 3, True)],
-)
-def test_reference_neighborhood_matches_explicit_loops(H, W, kernel_size, dilation, with_rpb) -> None:
-    torch.manual_seed(0)
-    q, k, v = (randn(1, 2, H, W, 3, dtype=torch.float64) for _ in range(3))
-    rpb = randn(2, 2 * kernel_size - 1, 2 * kernel_size - 1, dtype=torch.float64) if with_rpb else None
-    out = za.neighborhood_attention(
-        q, k, v, kernel_size, dilation=dilation, rpb=rpb, scale=0.5, backend='reference'
-    )
-    torch.testing.assert_close(out, _neighborhood_by_loops(q, k, v, kernel_size, dilation, rpb, 0.5))
-
-
-def test_reference_neighborhood_over_whole_image_equals_dense() -> None:
-    torch.manual_seed(0)
-    q, k, v = randn(2, 2, 5, 5, 4), randn(2, 2, 5, 5, 4), randn(2, 2, 5, 5, 3)
-    rpb = randn(2, 9, 9)
-    out = za.neighborhood_attention(q, k, v, 5, rpb=rpb, backend='reference')
-    # Every query sees every pixel; the bias of key (a, b) for query (y, x) is rpb[a - y + 4, b - x + 4].
-    ys, xs = torch.meshgrid(torch.arange(5), torch.arange(5), indexing='ij')
-    ys, xs = ys.flatten(), xs.flatten()
-    bias = rpb[:, ys[None, :] - ys[:, None] + 4, xs[None, :] - xs[:, None] + 4]
-    flat = [t.flatten(2, 3) for t in (q, k, v)]
-    expected = za.dense_attention(*flat, attn_bias=bias, backend='reference').reshape(2, 2, 5, 5, 3)
-    torch.testing.assert_close(out, expected)
 
 
 def test_reference_routed_with_all_regions_equals_dense() -> None:
@@ -332,30 +272,6 @@ def test_window_sdpa_matches_reference(H, W, window, bias_shape) -> None:
     assert_same_forward_and_grads(run('sdpa'), run('reference'), tensors)
 
 
-NEIGHBORHOOD_CASES = [
-    # (H, W, kernel_size, dilation, with rpb)
-    (6, 9, 3, 1, True),
-    (7, 6, 3, 2, False),
-    (6, 7, 5, 1, True),
-    (9, 10, 3, 3, True),
-]
-
-
-@pytest.mark.parametrize('H, W, kernel_size, dilation, with_rpb', NEIGHBORHOOD_CASES)
-def test_neighborhood_sdpa_matches_reference(H, W, kernel_size, dilation, with_rpb) -> None:
-    torch.manual_seed(0)
-    tensors = [randn(2, 2, H, W, 4), randn(2, 2, H, W, 4), randn(2, 2, H, W, 3)]
-    if with_rpb:
-        tensors.append(randn(2, 2 * kernel_size - 1, 2 * kernel_size - 1))
-
-    def run(backend):
-        return lambda q, k, v, rpb=None: za.neighborhood_attention(
-            q, k, v, kernel_size, dilation=dilation, rpb=rpb, backend=backend
-        )
-
-    assert_same_forward_and_grads(run('sdpa'), run('reference'), tensors)
-
-
 ROUTED_SHAPES = dict(B=2, h=2, R=4, n_q=3, n_k=5, d=6, dv=4, topk=2)
 
 
@@ -376,7 +292,7 @@ ROUTED_FORMS = {'gathered': math.inf, 'masked': 0.0}
 
 @pytest.mark.parametrize('form', ROUTED_FORMS)
 def test_routed_sdpa_matches_reference(form: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sdpa_backend, 'ROUTED_DENSE_SHARE', ROUTED_FORMS[form])
+    monkeypatch.setattr(routed_module, 'ROUTED_DENSE_SHARE', ROUTED_FORMS[form])
     tensors, region_index = _routed_inputs(**ROUTED_SHAPES)
 
     def run(backend):
@@ -390,13 +306,13 @@ def test_routed_sdpa_reads_region_major_views_in_place(form: str, monkeypatch: p
     # BiFormer passes q, k and v as head-split views of one (B, R, N, 3 * heads * d) projection.
     # The SDPA path takes them as they are: the same result as contiguous copies, and its output
     # is a view of region-major rows as well.
-    monkeypatch.setattr(sdpa_backend, 'ROUTED_DENSE_SHARE', ROUTED_FORMS[form])
+    monkeypatch.setattr(routed_module, 'ROUTED_DENSE_SHARE', ROUTED_FORMS[form])
     torch.manual_seed(0)
     B, R, N, h, d, topk = 2, 9, 3, 2, 4, 3
     qkv = randn(B, R, N, 3 * h * d)
     q, k, v = (t.reshape(B, R, N, h, d).permute(0, 3, 1, 2, 4) for t in qkv.chunk(3, dim=-1))
     assert not q.is_contiguous()
-    assert sdpa_backend._region_rows(k).data_ptr() == k.data_ptr()  # no copy
+    assert routed_module._region_rows(k).data_ptr() == k.data_ptr()  # no copy
     region_index = torch.stack([torch.randperm(R)[:topk] for _ in range(B * R)]).reshape(B, R, topk)
     out = za.routed_attention(q, k, v, region_index, backend='sdpa')
     expected = za.routed_attention(q.contiguous(), k.contiguous(), v.contiguous(), region_index, backend='reference')
@@ -407,14 +323,14 @@ def test_routed_sdpa_reads_region_major_views_in_place(form: str, monkeypatch: p
 def test_routed_sdpa_masks_only_dense_routing_within_the_budget() -> None:
     def masked(B, R, n, topk):
         q = torch.empty(B, 2, R, n, 8, device='meta')
-        return sdpa_backend._use_mask(q, q, topk)
+        return routed_module._use_mask(q, q, topk)
 
-    share = sdpa_backend.ROUTED_DENSE_SHARE
+    share = routed_module.ROUTED_DENSE_SHARE
     assert masked(32, 49, 4, 16)  # BiFormer stage 3 at 224x224
     assert not masked(32, 49, 16, 4) and not masked(32, 49, 64, 1)  # stages 2 and 1
     assert masked(1, 100, 1, math.ceil(share * 100)) and not masked(1, 100, 1, math.ceil(share * 100) - 1)
     # The float mask, (B * R * n) x (R * n) values of q's dtype, must fit in ROUTED_GATHER_BYTES.
-    n = math.isqrt(sdpa_backend.ROUTED_GATHER_BYTES // 4 // 64 ** 2)  # the most tokens per region at R = 64
+    n = math.isqrt(routed_module.ROUTED_GATHER_BYTES // 4 // 64 ** 2)  # the most tokens per region at R = 64
     assert masked(1, 64, n, 64) and not masked(1, 64, n + 1, 64) and not masked(2, 64, n, 64)
 
 
@@ -422,11 +338,11 @@ def test_routed_sdpa_in_blocks_of_query_regions_matches_reference(monkeypatch: p
     # With no byte budget beyond the size of k and v, each block gathers for B * R // topk query
     # regions: 2 images of 9 regions, topk 3 -> 3 blocks of 6, the middle one spanning both
     # images, forward and (recomputing) backward.
-    monkeypatch.setattr(sdpa_backend, 'ROUTED_GATHER_BYTES', 0)
-    monkeypatch.setattr(sdpa_backend, 'ROUTED_DENSE_SHARE', ROUTED_FORMS['gathered'])
+    monkeypatch.setattr(routed_module, 'ROUTED_GATHER_BYTES', 0)
+    monkeypatch.setattr(routed_module, 'ROUTED_DENSE_SHARE', ROUTED_FORMS['gathered'])
     tensors, region_index = _routed_inputs(B=2, h=2, R=9, n_q=3, n_k=5, d=6, dv=4, topk=3)
     region_index[0] = region_index[0, 0]  # image 0: every query region selects the same regions
-    assert sdpa_backend._rows_per_block(*tensors[1:], topk=3) == 6
+    assert routed_module._rows_per_block(*tensors[1:], topk=3) == 6
 
     def run(backend):
         return lambda q, k, v: za.routed_attention(q, k, v, region_index, backend=backend)
@@ -443,93 +359,109 @@ def test_linear_attention_has_no_sdpa_path() -> None:
     assert za.available_backends('linear_attention') == ['reference']
 
 
-# --- NATTEN ----------------------------------------------------------------------------------
+# --- NATTEN (its CPU forward runs here: Flex Attention) ----------------------------------------
+
+needs_natten = pytest.mark.skipif(not HAS_NATTEN, reason="NATTEN is not installed (pip install 'zoo[natten]')")
+
+NATTEN_WINDOW_CASES = [
+    # (B, heads, H, W, window, head_dim): odd sizes, rectangular windows, several heads
+    (2, 3, 6, 10, (2, 2), 8),
+    (1, 2, 9, 15, (3, 5), 16),
+    (2, 4, 7, 7, (7, 7), 32),  # one window over the map (LITv2's hi-fi windows at the last stage)
+    (1, 1, 12, 8, (4, 2), 64),
+]
 
 
-@pytest.mark.skipif(not HAS_NATTEN, reason="NATTEN is not installed (pip install 'zoo[natten]')")
-@pytest.mark.filterwarnings('ignore::UserWarning', 'ignore::FutureWarning')
-@pytest.mark.parametrize('H, W, kernel_size, dilation', [(6, 9, 3, 1), (8, 6, 3, 2), (7, 10, 5, 1)])
-def test_neighborhood_natten_matches_reference(H, W, kernel_size, dilation) -> None:
-    torch.manual_seed(0)
-    # NATTEN's CPU path (Flex Attention) wants head_dim == dv, a power of two >= 8.
-    q, k, v = (randn(2, 2, H, W, 8) for _ in range(3))
+@needs_natten
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16], ids=['fp32', 'bf16'])
+@pytest.mark.parametrize('B, heads, H, W, window, d', NATTEN_WINDOW_CASES)
+def test_window_natten_matches_reference(B, heads, H, W, window, d, dtype) -> None:
+    """NATTEN's blocked attention (kernel_size = stride = window) is window attention."""
+    g = torch.Generator().manual_seed(H * W + d)
+    q, k, v = (torch.randn(B, heads, H, W, d, generator=g).to(dtype) for _ in range(3))
     with torch.no_grad():
-        out = za.neighborhood_attention(q, k, v, kernel_size, dilation=dilation, backend='natten')
-    expected = za.neighborhood_attention(q, k, v, kernel_size, dilation=dilation, backend='reference')
-    torch.testing.assert_close(out, expected, atol=ATOL, rtol=RTOL)
+        out = za.window_attention(q, k, v, window, backend='natten')
+        expected = za.window_attention(q.float(), k.float(), v.float(), window, backend='reference')
+    assert out.dtype == dtype and out.shape == expected.shape
+    tol = {'atol': 1e-5, 'rtol': 1e-4} if dtype == torch.float32 else {'atol': 3e-2, 'rtol': 3e-2}
+    torch.testing.assert_close(out.float(), expected, **tol)
 
 
-@pytest.mark.skipif(not HAS_NATTEN, reason="NATTEN is not installed (pip install 'zoo[natten]')")
-@pytest.mark.filterwarnings('ignore::UserWarning', 'ignore::FutureWarning')
-def test_natten_cases_it_has_no_kernel_for_are_not_supported() -> None:
-    q = randn(1, 2, 6, 6, 5)  # head_dim 5: no CPU kernel
-    with torch.no_grad(), pytest.raises(za.BackendNotSupported, match='no kernel for head_dim=5'):
-        za.neighborhood_attention(q, q, q, 3, backend='natten')
+def _natten_refusal_cases() -> list[tuple[str, Callable[[], torch.Tensor], str]]:
+    q = randn(1, 2, 4, 4, 8)
+    return [
+        ('bias', lambda: za.window_attention(q, q, q, 2, attn_bias=randn(2, 4, 4), backend='natten'),
+         "cannot apply an attention bias \\(NATTEN >= 0.20 has no additive or relative position bias\\)"),
+        ('grad on cpu', lambda: za.window_attention(q.requires_grad_(), q, q, 2, backend='natten'),
+         'is forward-only on cpu.*torch.no_grad\\(\\)'),
+        ('float64', lambda: za.window_attention(q.double(), q.double(), q.double(), 2, backend='natten'),
+         'takes float32, float16 and bfloat16, not torch.float64'),
+        ('head dims', lambda: za.window_attention(q, q, randn(1, 2, 4, 4, 4), 2, backend='natten'),
+         'needs one head_dim for q, k and v, got 8 for q/k and 4 for v'),
+        ('cpu head dim', lambda: za.window_attention(*[randn(1, 2, 4, 4, 24)] * 3, 2, backend='natten'),
+         'takes on cpu \\(Flex Attention\\) a power-of-two head_dim of at least 8, got 24'),
+        ('empty batch', lambda: za.window_attention(*[randn(0, 2, 4, 4, 8)] * 3, 2, backend='natten'),
+         'has no path for an empty batch'),
+    ]
 
 
-@pytest.fixture
-def natten_stub(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A stand-in NATTEN whose kernel must not be reached: the refusals come first."""
-    functional = types.ModuleType('natten.functional')
-
-    def na2d(*args, **kwargs):
-        raise AssertionError('the refusal should have happened before calling NATTEN')
-
-    functional.na2d = na2d
-    package = types.ModuleType('natten')
-    package.functional = functional
-    monkeypatch.setitem(sys.modules, 'natten', package)
-    monkeypatch.setitem(sys.modules, 'natten.functional', functional)
+@needs_natten
+@pytest.mark.parametrize('case', range(6), ids=[c[0] for c in _natten_refusal_cases()])
+def test_natten_refuses_what_it_cannot_compute_exactly(case: int) -> None:
+    _, call, reason = _natten_refusal_cases()[case]
+    with pytest.raises(za.BackendNotSupported, match=f"window_attention: the 'natten' backend {reason}"):
+        call()
 
 
-@pytest.mark.usefixtures('natten_stub')
-def test_natten_refuses_to_train_on_cpu() -> None:
-    q, k, v = (randn(1, 2, 6, 6, 8) for _ in range(3))
-    q.requires_grad_(True)
-    with pytest.raises(za.BackendUnavailable, match='forward-only on cpu.*no_grad'):
-        za.neighborhood_attention(q, k, v, 3, backend='natten')
+@needs_natten
+def test_natten_refusal_falls_back_under_a_preference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A window with a bias (Swin-style) cannot run on NATTEN: the preference hands it to sdpa,
+    with one warning that says why; a bias-free window runs on NATTEN without a warning."""
+    monkeypatch.setattr(_backends, '_WARNED', set())
+    q, bias = randn(1, 2, 4, 6, 8), randn(2, 4, 4)
+    with torch.no_grad(), za.use_backend('natten'), za.record_ops() as calls:
+        with pytest.warns(za.BackendFallbackWarning, match=(
+            "for window_attention 'natten' cannot apply an attention bias.*runs on 'sdpa' instead"
+        )):
+            out = za.window_attention(q, q, q, 2, attn_bias=bias)
+        with warnings.catch_warnings():
+            warnings.simplefilter('error', za.BackendFallbackWarning)
+            za.window_attention(q, q, q, 2)
+    torch.testing.assert_close(out, za.window_attention(q, q, q, 2, attn_bias=bias, backend='reference'))
+    assert calls == [('window_attention', 'sdpa'), ('window_attention', 'natten')]
 
 
-@pytest.mark.usefixtures('natten_stub')
-def test_natten_refuses_rpb() -> None:
-    q = randn(1, 2, 6, 6, 8)
-    with torch.no_grad(), pytest.raises(za.BackendNotSupported, match='rpb'):
-        za.neighborhood_attention(q, q, q, 3, rpb=randn(2, 5, 5), backend='natten')
+def test_why_not_names_package_device_and_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
+    from zoo.attention import routed, window
+    q = randn(1, 2, 4, 4, 8)
+    assert window.PATTERN.why_not('triton', None, q, q, q, (2, 2), attn_bias=None, scale=1.0).startswith(
+        'does not implement window_attention')
+    assert window.PATTERN.why_not('sdpa', q.device, q, q, q, (2, 2), attn_bias=None, scale=1.0) is None
+    if HAS_NATTEN:
+        assert window.PATTERN.why_not('natten', q.device, q, q, q, (2, 2), attn_bias=randn(2, 4, 4),
+                                      scale=1.0).startswith("the 'natten' backend cannot apply an attention bias")
+    monkeypatch.setenv('TRITON_INTERPRET', '1')
+    qr = q.flatten(2, 3).unflatten(2, (4, 4)).double()
+    if HAS_TRITON:
+        assert routed.PATTERN.why_not('triton', q.device, qr, qr, qr, torch.zeros(1, 4, 1, dtype=torch.long),
+                                      scale=1.0) == ("the 'triton' backend kernel takes float32, float16 and "
+                                                     "bfloat16, not torch.float64; use backend 'sdpa' or 'reference'")
 
 
 # --- xFormers (CUDA only: a stand-in module checks our side of the call) ----------------------
 
 
-class _LowerTriangularMask:
-    pass
+@pytest.fixture
+def fake_xformers(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """A stand-in ``xformers`` (see ``zoo_testutils.install_fake_xformers``); the log of its calls."""
+    return install_fake_xformers(monkeypatch)
 
 
 @pytest.fixture
-def fake_xformers(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
-    """Install a stand-in ``xformers.ops`` computing attention on xFormers' (B, N, heads, d)
-    layout in plain torch; returns the log of its calls."""
-    calls: list[dict] = []
-
-    def memory_efficient_attention(query, key, value, attn_bias=None, p=0.0, scale=None):
-        calls.append({'shape': tuple(query.shape), 'attn_bias': attn_bias, 'p': p})
-        q, k, v = (t.transpose(1, 2) for t in (query, key, value))
-        logits = (q @ k.transpose(-2, -1)) * scale
-        if isinstance(attn_bias, _LowerTriangularMask):
-            causal = torch.ones(logits.shape[-2:], dtype=torch.bool).tril()
-            logits = logits.masked_fill(~causal, float('-inf'))
-        elif attn_bias is not None:
-            assert attn_bias.shape == logits.shape and attn_bias.stride(-2) % 8 == 0
-            logits = logits + attn_bias
-        return (logits.softmax(-1) @ v).transpose(1, 2)
-
-    ops = types.ModuleType('xformers.ops')
-    ops.memory_efficient_attention = memory_efficient_attention
-    ops.LowerTriangularMask = _LowerTriangularMask
-    package = types.ModuleType('xformers')
-    package.ops = ops
-    monkeypatch.setitem(sys.modules, 'xformers', package)
-    monkeypatch.setitem(sys.modules, 'xformers.ops', ops)
-    return calls
+def xformers_on_cpu(fake_xformers, monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """The stand-in, with CPU tensors let through the device check to run our conversion code."""
+    monkeypatch.setattr(_backends, '_cuda_problem', lambda backend, device: None)
+    return fake_xformers
 
 
 def test_xformers_refuses_cpu_tensors(fake_xformers) -> None:
@@ -543,22 +475,42 @@ def test_xformers_listed_only_with_cuda(fake_xformers, monkeypatch: pytest.Monke
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     assert 'xformers' not in za.available_backends()
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
-    assert 'xformers' in za.available_backends('dense_attention')
-    assert 'xformers' not in za.available_backends('window_attention')
+    for op in ('dense_attention', 'window_attention', 'grouped_attention'):
+        assert 'xformers' in za.available_backends(op)
+    assert 'xformers' not in za.available_backends('routed_attention')
 
 
 @pytest.mark.parametrize('case', list(DENSE_CASES))
-def test_dense_xformers_layout_and_masks(case: str, fake_xformers, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Let CPU tensors through the device check, to run our conversion code on the stand-in.
-    monkeypatch.setattr(_dispatch, '_cuda_problem', lambda backend, device: None)
+def test_dense_xformers_layout_and_masks(case: str, xformers_on_cpu) -> None:
     tensors, kwargs = _dense_inputs(DENSE_CASES[case])
     assert_same_forward_and_grads(_dense('xformers', kwargs), _dense('reference', kwargs), tensors)
-    assert fake_xformers[0]['shape'] == (2, 5, 2, 4)  # (B, Nq, heads, d)
-    bias = fake_xformers[0]['attn_bias']
+    assert xformers_on_cpu[0]['shape'] == (2, 5, 2, 4)  # (B, Nq, heads, d)
+    bias = xformers_on_cpu[0]['attn_bias']
     if case == 'causal':
-        assert isinstance(bias, _LowerTriangularMask)
+        assert isinstance(bias, FakeLowerTriangularMask)
     elif case == 'plain':
         assert bias is None
+
+
+@pytest.mark.parametrize('H, W, window, bias_shape', WINDOW_CASES)
+def test_window_xformers_layout_and_masks(H, W, window, bias_shape, xformers_on_cpu) -> None:
+    torch.manual_seed(0)
+    tensors = [randn(2, 2, H, W, 4), randn(2, 2, H, W, 4), randn(2, 2, H, W, 5)]
+    if bias_shape is not None:
+        tensors.append(randn(*bias_shape))
+
+    def run(backend):
+        return lambda q, k, v, bias=None: za.window_attention(q, k, v, window, attn_bias=bias, backend=backend)
+
+    assert_same_forward_and_grads(run('xformers'), run('reference'), tensors)
+    n, n_windows = window[0] * window[1], (H // window[0]) * (W // window[1])
+    call = xformers_on_cpu[0]
+    if bias_shape is None:  # the windows end to end, one diagonal block each
+        assert call['shape'] == (1, 2 * n_windows * n, 2, 4)
+        assert call['attn_bias'].seqlens == [n] * (2 * n_windows)
+    else:  # the windows along the batch, with a dense bias
+        assert call['shape'] == (2 * n_windows, n, 2, 4)
+        assert call['attn_bias'].shape == (2 * n_windows, 2, n, n)
 
 
 # --- Triton (in Triton's CPU interpreter) -----------------------------------------------------
@@ -652,26 +604,31 @@ def test_triton_missing(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_default_backends() -> None:
-    assert {op: za.get_backend(op) for op in za.OPS} == {
+    assert {op: za.get_backend(op) for op in za.list_ops()} == {
         'dense_attention': 'sdpa',
         'window_attention': 'sdpa',
-        'neighborhood_attention': 'sdpa',
+        'grouped_attention': 'sdpa',
         'routed_attention': 'sdpa',
         'linear_attention': 'reference',
+        'halo_attention': 'sdpa',
+        'causal_post_softmax_attention': 'sdpa',
+        'gather_attention': 'reference',
+        'infuse_attention': 'reference',
     }
 
 
 def test_selection_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     """backend= > use_backend() > $ZOO_ATTENTION_BACKEND > the op's default, on real calls."""
+    from zoo.attention import window
     seen: list[str] = []
-    for name, module in (('reference', reference), ('sdpa', sdpa_backend)):
-        original = module.window_attention
+    for name in ('reference', 'sdpa'):
+        original = window.PATTERN.paths[name]
 
         def spy(*args, _name=name, _original=original, **kwargs):
             seen.append(_name)
             return _original(*args, **kwargs)
 
-        monkeypatch.setattr(module, 'window_attention', spy)
+        monkeypatch.setitem(window.PATTERN.paths, name, spy)
     q = randn(1, 1, 2, 2, 4)
 
     def call(backend=None):
@@ -696,7 +653,7 @@ def test_use_backend_nests_and_restores() -> None:
                 assert za.get_backend('linear_attention') == 'reference'
                 assert za.get_backend('dense_attention') == 'sdpa'  # the default
         assert za.get_backend('dense_attention') == 'reference'
-    assert za._dispatch._SCOPED.get() is None
+    assert za._backends._SCOPED.get() is None
 
 
 def test_use_backend_is_per_thread() -> None:
@@ -709,7 +666,7 @@ def test_use_backend_is_per_thread() -> None:
 
 
 def test_preference_list_picks_the_first_backend_that_runs_the_op(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_dispatch, '_WARNED', set())
+    monkeypatch.setattr(_backends, '_WARNED', set())
     monkeypatch.setenv('TRITON_INTERPRET', '1')  # triton can run here (if installed)
     with za.use_backend('triton, sdpa'):
         assert za.get_backend('routed_attention') == ('triton' if HAS_TRITON else 'sdpa')
@@ -720,7 +677,7 @@ def test_preference_list_picks_the_first_backend_that_runs_the_op(monkeypatch: p
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     with za.use_backend('triton, sdpa'):  # triton cannot run here: the next listed backend
         assert za.get_backend('routed_attention') == 'sdpa'
-    assert not _dispatch._WARNED  # get_backend only asks; calls warn
+    assert not _backends._WARNED  # get_backend only asks; calls warn
 
 
 def test_unknown_backend_names(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -742,14 +699,13 @@ def test_unknown_backend_names(monkeypatch: pytest.MonkeyPatch) -> None:
     'call, message',
     [
         (
-            lambda q: za.window_attention(q, q, q, 2, backend='natten'),
-            "window_attention is not implemented by backend 'natten'.*'reference' \\(alias 'math'\\), 'sdpa'",
+            lambda q: za.window_attention(q, q, q, 2, backend='triton'),
+            "window_attention is not implemented by backend 'triton'.*'reference' \\(alias 'math'\\), 'sdpa', "
+            "'natten', 'xformers'",
         ),
-        (lambda q: za.window_attention(q, q, q, 2, backend='xformers'), "window_attention .*'xformers'"),
-        (
-            lambda q: za.neighborhood_attention(q, q, q, 3, backend='triton'),
-            "neighborhood_attention .*'reference'.*'sdpa'.*'natten'",
-        ),
+        (lambda q: za.routed_attention(q, q, q, torch.zeros(1, 4, 1, dtype=torch.long), backend='xformers'),
+         "routed_attention .*'reference'.*'sdpa'.*'triton'"),
+        (lambda q: za.linear_attention(q[0], q[0], q[0], backend='natten'), "linear_attention .*'reference'"),
     ],
 )
 def test_backend_that_does_not_implement_the_op(call, message) -> None:
@@ -761,12 +717,12 @@ def test_backend_that_does_not_implement_the_op(call, message) -> None:
 
 def test_not_implemented_from_context_and_env_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
     """A global setting is a preference: the op runs on its default, with one warning."""
-    monkeypatch.setattr(_dispatch, '_WARNED', set())
+    monkeypatch.setattr(_backends, '_WARNED', set())
     q = randn(1, 1, 4, 4, 4)
     expected = za.window_attention(q, q, q, 2, backend='sdpa')
-    with za.use_backend('natten'):
+    with za.use_backend('triton'):
         with pytest.warns(za.BackendFallbackWarning, match=(
-            "use_backend\\(\\) prefers backend 'natten', but for window_attention 'natten' does not "
+            "use_backend\\(\\) prefers backend 'triton', but for window_attention 'triton' does not "
             "implement window_attention.*runs on 'sdpa' instead"
         )):
             torch.testing.assert_close(za.window_attention(q, q, q, 2), expected, atol=0, rtol=0)
@@ -785,7 +741,7 @@ def test_missing_natten(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(
         za.BackendUnavailable, match="needs NATTEN, which is not installed: pip install 'zoo\\[natten\\]'"
     ) as info:
-        za.neighborhood_attention(q, q, q, 3, backend='natten')
+        za.window_attention(q, q, q, 2, backend='natten')
     assert isinstance(info.value, RuntimeError)
     assert 'natten' not in za.available_backends()
 
@@ -813,7 +769,7 @@ def test_broken_install_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, 'meta_path', [_BrokenNattenFinder(), *sys.meta_path])
     for name in [m for m in sys.modules if m.split('.')[0] == 'natten']:
         monkeypatch.delitem(sys.modules, name)
-    message = _dispatch._unavailable_reason('natten', None)
+    message = _backends._unavailable_reason('natten', None)
     assert 'could not import NATTEN (OSError: undefined symbol' in message
     assert f'built for torch {torch.__version__}' in message
 
@@ -822,8 +778,11 @@ def test_available_backends() -> None:
     available = za.available_backends()
     assert available[:2] == ['reference', 'sdpa']
     assert set(available) <= set(za.BACKENDS)
-    assert za.available_backends('window_attention') == ['reference', 'sdpa']
-    assert ('natten' in za.available_backends('neighborhood_attention')) == HAS_NATTEN
+    assert za.available_backends('routed_attention')[:2] == ['reference', 'sdpa']
+    assert za.available_backends('halo_attention') == ['reference', 'sdpa']
+    assert ('natten' in za.available_backends('window_attention')) == HAS_NATTEN
+    assert ('natten' in za.available_backends('grouped_attention')) == HAS_NATTEN
+    assert 'natten' not in za.available_backends('dense_attention')
 
 
 def test_import_does_not_import_optional_packages() -> None:
@@ -856,7 +815,7 @@ def _all_ops(q5: torch.Tensor, rpb: torch.Tensor, region_index: torch.Tensor) ->
             q4, q4, q4, attn_bias=rpb[:1, :4, :4].repeat(1, 4, 4), attn_mask=mask, is_causal=True
         ),
         za.window_attention(q5, q5, q5, 2, attn_bias=rpb[:, :4, :4]),
-        za.neighborhood_attention(q5, q5, q5, 3, rpb=rpb),
+        za.grouped_attention(q5, q5, q5, 2, interval=2, attn_bias=rpb[:, :4, :4]),
         za.routed_attention(qr, qr, qr, region_index),
         za.linear_attention(q4.relu(), q4.relu(), q4),
     ]
@@ -940,17 +899,12 @@ _index = torch.zeros(2, 4, 2, dtype=torch.long)
             ValueError,
             'first 4 dims',
         ),
-        (lambda: za.neighborhood_attention(_q5, _q5, _q5, 4), ValueError, 'odd'),
         (
-            lambda: za.neighborhood_attention(_q5, _q5, _q5, 3, dilation=3),
+            lambda: za.grouped_attention(_q5, _q5, _q5, 2, attn_bias=randn(2, 3, 3)),
             ValueError,
-            'smaller than kernel_size \\* dilation = 9',
+            'grouped_attention: attn_bias of shape \\(2, 3, 3\\) does not broadcast to \\(heads, N, N\\)',
         ),
-        (
-            lambda: za.neighborhood_attention(_q5, _q5, _q5, 3, rpb=randn(2, 3, 3)),
-            ValueError,
-            'rpb must be \\(heads, 2k-1, 2k-1\\)',
-        ),
+        (lambda: za.grouped_attention(_q5, _q5, _q5.int(), 2), TypeError, 'floating dtype'),
         (lambda: za.routed_attention(_qr, _kr, _kr, _index.float()), TypeError, 'integer tensor'),
         (
             lambda: za.routed_attention(_qr, _kr, _kr, _index[:, :3]),

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import zoo.attention as za
 from zoo.attention import causal_post_softmax_attention, soft_causal_mask
 
-psm = importlib.import_module('zoo.attention.post_softmax_mask')
+psm = importlib.import_module('zoo.attention.causal')
 
 
 @pytest.fixture(autouse=True)
@@ -127,8 +127,8 @@ def test_sdpa_materialises_small_problems(monkeypatch):
 def test_backend_selection_follows_the_zoo_rule(monkeypatch):
     q, k, v = (t.detach() for t in _qkv((1, 1, 9, 8)))
     calls = []
-    monkeypatch.setattr(psm, '_reference', lambda *a: calls.append('reference') or torch.zeros(1))
-    monkeypatch.setattr(psm, '_sdpa', lambda *a: calls.append('sdpa') or torch.zeros(1))
+    monkeypatch.setitem(psm.PATTERN.paths, 'reference', lambda *a: calls.append('reference') or torch.zeros(1))
+    monkeypatch.setitem(psm.PATTERN.paths, 'sdpa', lambda *a: calls.append('sdpa') or torch.zeros(1))
     causal_post_softmax_attention(q, k, v)
     with za.use_backend('math'):
         causal_post_softmax_attention(q, k, v)

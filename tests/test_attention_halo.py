@@ -113,9 +113,10 @@ def test_equals_timms_halo_attn_on_divisible_maps(kwargs):
 def test_backend_selection(monkeypatch):
     q, k, v, _ = _inputs((4, 4))
     calls = []
-    for name in ('_reference', '_sdpa'):
-        original = getattr(halo_module, name)
-        monkeypatch.setattr(halo_module, name, lambda *a, _f=original, _n=name: calls.append(_n) or _f(*a))
+    for name in ('reference', 'sdpa'):  # spy on the paths the op's Pattern calls
+        original = halo_module.PATTERN.paths[name]
+        monkeypatch.setitem(halo_module.PATTERN.paths, name,
+                            lambda *a, _f=original, _n=f'_{name}': calls.append(_n) or _f(*a))
     halo_attention(q, k, v, 4, 1)
     with use_backend('math'):
         halo_attention(q, k, v, 4, 1)

@@ -22,7 +22,7 @@ import torch
 
 import zoo  # noqa: F401  (registers the families)
 import zoo.attention as za
-from zoo.attention import _dispatch
+from zoo.attention import _backends
 from zoo.registry import list_families, smallest_variant
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,26 +30,31 @@ ROOT = Path(__file__).resolve().parent.parent
 # The zoo.attention ops each family's layers call (read from backbones/<family>.py).
 FAMILY_OPS = {
     'biformer': {'dense_attention', 'routed_attention'},
-    'crossformer': {'dense_attention', 'window_attention'},  # grouped attention goes through both
-    'davit': set(),  # timm's attention
+    'crossformer': {'dense_attention', 'grouped_attention'},
+    'davit': set(),  # timm's attention (DaViT's spatial windows: see test_davit for window_attention)
     'halonet': {'halo_attention'},
     'illama': {'causal_post_softmax_attention'},
     'litv2': {'dense_attention', 'window_attention'},
-    'lookupvit': {'dense_attention'},  # gather/infuse attention have no backends
+    'lookupvit': {'dense_attention', 'gather_attention', 'infuse_attention'},
     'ravlt': {'dense_attention', 'linear_attention'},
     'shvit': set(),  # timm's single-head attention
     'van': set(),  # large-kernel convolutions
 }
-# The backends that have a path for each op (the modules' functions of the op's name).
+# The backends that have a path for each op (the paths written in each pattern's module).
 IMPLEMENTED = {
     'dense_attention': {'reference', 'sdpa', 'xformers'},
-    'window_attention': {'reference', 'sdpa'},
-    'neighborhood_attention': {'reference', 'sdpa', 'natten'},
+    'window_attention': {'reference', 'sdpa', 'natten', 'xformers'},
+    'grouped_attention': {'reference', 'sdpa', 'natten', 'xformers'},
     'routed_attention': {'reference', 'sdpa', 'triton'},
     'linear_attention': {'reference'},
     'halo_attention': {'reference', 'sdpa'},
     'causal_post_softmax_attention': {'reference', 'sdpa'},
+    'gather_attention': {'reference'},
+    'infuse_attention': {'reference'},
 }
+# Calls a backend that runs an op here still refuses, per family (its can_run check): NATTEN
+# has no attention bias, and CrossFormer's groups always carry the dynamic position bias.
+REFUSED = {('crossformer', 'natten'): {'grouped_attention'}}
 
 
 @pytest.fixture(autouse=True)
@@ -57,7 +62,7 @@ def _fresh_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """No setting from the environment, no fallback warned yet, triton without its interpreter."""
     monkeypatch.delenv(za.ENV_VAR, raising=False)
     monkeypatch.delenv('TRITON_INTERPRET', raising=False)
-    monkeypatch.setattr(_dispatch, '_WARNED', set())
+    monkeypatch.setattr(_backends, '_WARNED', set())
 
 
 def test_expectations_cover_every_family_and_op() -> None:
@@ -95,7 +100,8 @@ def family_models() -> dict[str, tuple[torch.nn.Module, torch.Tensor, torch.Tens
 
 def _fallbacks_expected(family: str, backend: str) -> set[str]:
     available = set(za.available_backends())
-    return {op for op in FAMILY_OPS[family] if backend not in IMPLEMENTED[op] or backend not in available}
+    return {op for op in FAMILY_OPS[family] if backend not in IMPLEMENTED[op] or backend not in available
+            } | REFUSED.get((family, backend), set())
 
 
 def _run_twice(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[list[str]]]:
@@ -153,24 +159,41 @@ def test_ravlt_under_sdpa_names_why() -> None:
 
 
 @pytest.mark.skipif('natten' not in za.available_backends(), reason='NATTEN is not installed')
+def test_natten_serves_litv2_windows(family_models, monkeypatch) -> None:
+    """LITv2's hi-fi windows (no bias) run on NATTEN in eval mode: no fallback warning for them,
+    the same features; its dense lo-fi attention falls back to sdpa, as it must."""
+    model, x, expected = family_models['litv2']
+    monkeypatch.setenv(za.ENV_VAR, 'natten')
+    with za.record_ops() as calls, warnings.catch_warnings(record=True) as caught, torch.no_grad():
+        warnings.simplefilter('always')
+        out = model.forward_features(x)
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
+    assert {backend for op, backend in calls if op == 'window_attention'} == {'natten'}
+    warned = [str(w.message) for w in caught if issubclass(w.category, za.BackendFallbackWarning)]
+    assert not [m for m in warned if 'for window_attention' in m]
+    assert [m for m in warned if 'for dense_attention' in m]
+
+
+@pytest.mark.skipif('natten' not in za.available_backends(), reason='NATTEN is not installed')
 def test_a_backend_refusing_the_arguments_hands_the_call_on() -> None:
-    """NATTEN runs neighbourhood attention here but has no rpb: under a preference the call
-    runs on the default; with backend= it raises."""
+    """NATTEN runs grouped attention here but has no bias: under a preference the call runs on
+    the default (the next listed backend); with backend= it raises."""
     torch.manual_seed(0)
-    q, rpb = torch.randn(1, 2, 6, 6, 8), torch.randn(2, 5, 5)
-    expected = za.neighborhood_attention(q, q, q, 3, rpb=rpb, backend='sdpa')
+    q, bias = torch.randn(1, 2, 8, 8, 8), torch.randn(2, 4, 4)
+    expected = za.grouped_attention(q, q, q, 2, interval=2, attn_bias=bias, backend='sdpa')
     with torch.no_grad():
         with za.use_backend('natten'), pytest.warns(
-            za.BackendFallbackWarning, match="'natten' cannot apply rpb.*runs on 'sdpa' instead"
+            za.BackendFallbackWarning, match="'natten' cannot apply an attention bias.*runs on 'sdpa' instead"
         ):
-            out = za.neighborhood_attention(q, q, q, 3, rpb=rpb)
+            out = za.grouped_attention(q, q, q, 2, interval=2, attn_bias=bias)
         torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
-        with pytest.raises(za.BackendNotSupported, match="'natten' backend cannot apply rpb"):
-            za.neighborhood_attention(q, q, q, 3, rpb=rpb, backend='natten')
+        with pytest.raises(za.BackendNotSupported, match="'natten' backend cannot apply an attention bias"):
+            za.grouped_attention(q, q, q, 2, interval=2, attn_bias=bias, backend='natten')
         with za.use_backend('natten, reference'), warnings.catch_warnings():
             warnings.simplefilter('ignore', za.BackendFallbackWarning)
-            reference = za.neighborhood_attention(q, q, q, 3, rpb=rpb)  # the next listed backend
-        torch.testing.assert_close(reference, za.neighborhood_attention(q, q, q, 3, rpb=rpb, backend='math'))
+            reference = za.grouped_attention(q, q, q, 2, interval=2, attn_bias=bias)  # the next listed backend
+        torch.testing.assert_close(
+            reference, za.grouped_attention(q, q, q, 2, interval=2, attn_bias=bias, backend='math'))
 
 
 def _calls() -> dict[str, Callable[[str], torch.Tensor]]:
@@ -182,11 +205,13 @@ def _calls() -> dict[str, Callable[[str], torch.Tensor]]:
     return {
         'dense_attention': lambda b: za.dense_attention(q4, q4, q4, backend=b),
         'window_attention': lambda b: za.window_attention(q5, q5, q5, 2, backend=b),
-        'neighborhood_attention': lambda b: za.neighborhood_attention(q5, q5, q5, 3, backend=b),
+        'grouped_attention': lambda b: za.grouped_attention(q5, q5, q5, 2, backend=b),
         'routed_attention': lambda b: za.routed_attention(qr, qr, qr, index, backend=b),
         'linear_attention': lambda b: za.linear_attention(q4.relu(), q4.relu(), q4, backend=b),
         'halo_attention': lambda b: halo_attention(q5, q5, q5, 2, 1, backend=b),
         'causal_post_softmax_attention': lambda b: causal_post_softmax_attention(q4, q4, q4, backend=b),
+        'gather_attention': lambda b: za.gather_attention(q4, q4, q4, backend=b),
+        'infuse_attention': lambda b: za.infuse_attention(q4, q4, backend=b),
     }
 
 
@@ -240,10 +265,10 @@ def test_backends_command_on_this_machine() -> None:
                 assert row.startswith('runs')
         assert rows['sdpa' if 'sdpa' in IMPLEMENTED[op] else 'reference'].startswith('runs (default)')
     # The optional packages, as they are on this machine.
-    installed = {name: _dispatch._import_problem(module, name, '', name) is None
+    installed = {name: _backends._import_problem(module, name, '', name) is None
                  for name, module in (('natten', 'natten.functional'), ('xformers', 'xformers.ops'))}
-    natten_row = table['neighborhood_attention']['natten']
-    assert natten_row.startswith('runs; limits: no relative position bias') if installed['natten'] else 'not installed' in natten_row
+    natten_row = table['window_attention']['natten']
+    assert natten_row.startswith('runs; limits: no attention bias') if installed['natten'] else 'not installed' in natten_row
     xformers_row = table['dense_attention']['xformers']
     if not installed['xformers']:
         assert xformers_row == "no: needs xFormers, which is not installed: pip install 'zoo[xformers]'"
@@ -264,4 +289,8 @@ def test_backends_command_on_this_machine() -> None:
             assert 'no zoo.attention op' in header
         else:
             assert sorted(op.split(' (')[0] for op in header.split(': ', 1)[1].split(', ')) == sorted(ops)
-    assert families_part.count('    natten     runs none of them; falls back:') == 7
+    # NATTEN serves LITv2's windows (and, within its limits, grouped attention): five families
+    # remain with no NATTEN pattern.
+    assert families_part.count('    natten     runs none of them; falls back:') == (5 if installed['natten'] else 7)
+    if installed['natten']:
+        assert '    natten     runs window_attention; falls back: dense_attention -> sdpa' in families_part

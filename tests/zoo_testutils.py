@@ -90,3 +90,72 @@ def assert_backends_agree_in_training(make_model, x: torch.Tensor, backends: tup
     torch.testing.assert_close(out_other, out_ref, atol=1e-5, rtol=1e-4)
     for g, g_ref in zip(grads_other, grads_ref, strict=True):
         torch.testing.assert_close(g, g_ref, atol=1e-4, rtol=1e-3)
+
+
+class FakeLowerTriangularMask:
+    """Stand-in for ``xformers.ops.LowerTriangularMask``: causal, top-left aligned."""
+
+    def materialize(self, shape: tuple[int, ...], dtype: torch.dtype = torch.float32,
+                    device: torch.device | str = 'cpu') -> torch.Tensor:
+        allowed = torch.ones(shape[-2:], dtype=torch.bool, device=device).tril()
+        return torch.zeros(shape[-2:], dtype=dtype, device=device).masked_fill(~allowed, float('-inf'))
+
+
+class FakeBlockDiagonalMask:
+    """Stand-in for ``xformers.ops.fmha.attn_bias.BlockDiagonalMask``: the sequences of a batch
+    of one laid end to end, each attending only to itself (xFormers' documented semantics)."""
+
+    def __init__(self, seqlens: list[int]) -> None:
+        self.seqlens = list(seqlens)
+
+    @classmethod
+    def from_seqlens(cls, q_seqlen, kv_seqlen=None) -> 'FakeBlockDiagonalMask':
+        assert kv_seqlen is None or list(kv_seqlen) == list(q_seqlen)
+        return cls(q_seqlen)
+
+    def materialize(self, shape: tuple[int, ...], dtype: torch.dtype = torch.float32,
+                    device: torch.device | str = 'cpu') -> torch.Tensor:
+        ids = torch.repeat_interleave(torch.arange(len(self.seqlens)), torch.tensor(self.seqlens)).to(device)
+        assert shape[-2:] == (len(ids), len(ids)), (shape, sum(self.seqlens))
+        same = ids[:, None] == ids[None, :]
+        return torch.zeros(shape[-2:], dtype=dtype, device=device).masked_fill(~same, float('-inf'))
+
+
+def install_fake_xformers(monkeypatch) -> list[dict]:
+    """Install a stand-in ``xformers`` whose ``memory_efficient_attention`` computes attention on
+    xFormers' (B, N, heads, d) layout in plain torch, following its documented conventions (a
+    mask object is materialised; a tensor bias is (B, heads, Nq, Nk) with rows aligned to 8
+    elements; a BlockDiagonalMask needs a batch of one). Returns the log of its calls."""
+    import sys
+    import types
+    calls: list[dict] = []
+
+    def memory_efficient_attention(query, key, value, attn_bias=None, p=0.0, scale=None):
+        calls.append({'shape': tuple(query.shape), 'attn_bias': attn_bias, 'p': p})
+        assert query.dim() == key.dim() == value.dim() == 4
+        q, k, v = (t.transpose(1, 2) for t in (query, key, value))
+        logits = (q @ k.transpose(-2, -1)) * scale
+        if isinstance(attn_bias, FakeBlockDiagonalMask):
+            assert query.shape[0] == 1, 'BlockDiagonalMask takes a batch of one'
+        if isinstance(attn_bias, (FakeLowerTriangularMask, FakeBlockDiagonalMask)):
+            logits = logits + attn_bias.materialize(logits.shape, logits.dtype, logits.device)
+        elif attn_bias is not None:
+            assert attn_bias.shape == logits.shape and attn_bias.stride(-2) % 8 == 0
+            logits = logits + attn_bias
+        return (logits.softmax(-1) @ v).transpose(1, 2)
+
+    attn_bias_module = types.ModuleType('xformers.ops.fmha.attn_bias')
+    attn_bias_module.BlockDiagonalMask = FakeBlockDiagonalMask
+    attn_bias_module.LowerTriangularMask = FakeLowerTriangularMask
+    fmha = types.ModuleType('xformers.ops.fmha')
+    fmha.attn_bias = attn_bias_module
+    ops = types.ModuleType('xformers.ops')
+    ops.memory_efficient_attention = memory_efficient_attention
+    ops.LowerTriangularMask = FakeLowerTriangularMask
+    ops.fmha = fmha
+    package = types.ModuleType('xformers')
+    package.ops = ops
+    for name, module in (('xformers', package), ('xformers.ops', ops), ('xformers.ops.fmha', fmha),
+                         ('xformers.ops.fmha.attn_bias', attn_bias_module)):
+        monkeypatch.setitem(sys.modules, name, module)
+    return calls

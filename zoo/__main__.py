@@ -14,13 +14,6 @@ from . import attention
 from .registry import list_families, list_models, model_info, smallest_variant
 from .tables import format_table
 
-# Patterns that have no backend of their own, said under the per-op table.
-_OTHER_PATTERNS = (
-    'grouped_attention (CrossFormer) runs through window_attention and dense_attention: the rows of those apply',
-    'gather_attention / infuse_attention (LookupViT) are plain PyTorch and have no backends',
-)
-
-
 def _row(info) -> list[str]:
     gmacs = f'{info.gmacs:.3f}' if info.gmacs is not None else '-'
     return [info.name, info.family, f'{info.params / 1e6:.3f}M', gmacs,
@@ -74,13 +67,12 @@ def backends_report(families: list[str] | None = None) -> str:
     setting = os.environ.get(attention.ENV_VAR, '').strip()
     if setting:
         lines.append(f'${attention.ENV_VAR}={setting!r} is set here: its rows below say what it runs.')
-    lines += ['', 'Per op (pattern):']
+    lines += ['', 'Per op (pattern; one module of zoo.attention each):']
     for op in attention.list_ops():
         default = attention.default_backend(op)
         lines.append(f'  {op} (default: {default})')
         lines += [f'    {name:<10} {_status_word(op, name, reason, default)}'
                   for name, reason in attention.backend_status(op).items()]
-    lines += [f'  {note}' for note in _OTHER_PATTERNS]
     lines += ['', 'Per family (its ops recorded by running its smallest model once on the meta device;',
               'each row is what that backend, set as the preference, runs; the reasons are above):']
     for family in families or list_families():
@@ -106,7 +98,9 @@ def backends_report(families: list[str] | None = None) -> str:
                     why = re.split(r' \(|: |; ', attention.backend_status(op)[name])[0]
                     falls.append(f'{op} -> {chosen} ({why})')
             said = 'runs every op' if len(runs) == len(ops) else f'runs {", ".join(runs) or "none of them"}'
-            lines.append(f'    {name:<10} {said}' + (f'; falls back: {", ".join(falls)}' if falls else ''))
+            limited = [op for op in runs if (op, name) in attention.CALL_LIMITS]
+            lines.append(f'    {name:<10} {said}' + (f'; falls back: {", ".join(falls)}' if falls else '')
+                         + (f'; only calls within its limits (above): {", ".join(limited)}' if limited else ''))
     return '\n'.join(lines)
 
 

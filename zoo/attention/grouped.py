@@ -13,16 +13,26 @@ tokens with the same row and column remainders modulo ``I`` anywhere in the map.
 case of one block covering the padded map, ``group_size = (ceil(H / I), ceil(W / I))``
 (:func:`strided_group_size`), so it needs no other kernel.
 
-:func:`grouped_attention` pads the map to a multiple of the block (``(I*gh) x (I*gw)``; SDA:
-``gh x gw``) at the bottom/right, gives the padded keys a large negative bias (the official
-dense backbone's -1e6, so real tokens attend only to real tokens), permutes the rows and
-columns so that every dilated group becomes a contiguous window, runs
-:func:`zoo.attention.window_attention` (so the usual backend selection applies) and undoes the
-permutation and padding. When one block covers the whole unpadded map (v1's LDA, or an LDA
-map of exactly ``G*I`` tokens a side), the ``I x I`` groups ride along the batch instead
-(:func:`zoo.attention.dense_attention` with the shared bias broadcast), so the bias is not
-copied once per group. :func:`grouped_attention_reference` computes the same thing as one
-dense attention over the real tokens with a "same group" mask, for tests.
+The reference, SDPA and xFormers paths pad the map to a multiple of the block (``(I*gh) x
+(I*gw)``; SDA: ``gh x gw``) at the bottom/right, give the padded keys a large negative bias
+(the official dense backbone's -1e6, so real tokens attend only to real tokens), permute the
+rows and columns so that every dilated group becomes a contiguous window, run the window
+attention path of the same backend (``zoo.attention.window``) and undo the permutation and
+padding. When one block covers the whole unpadded map (v1's LDA, or an LDA map of exactly
+``G*I`` tokens a side), the ``I x I`` groups ride along the batch instead (the dense attention
+path of the same backend, ``zoo.attention.dense``, with the shared bias broadcast), so the
+bias is not copied once per group.
+
+The ``'natten'`` path is NATTEN's dilated blocked neighbourhood attention,
+``natten.functional.na2d(kernel_size=(gh, gw), stride=(gh, gw), dilation=I)``, on the map as
+it is (no permutation): on a map that is a multiple of the block, the query tiles of each
+dilation group share exactly the keys of their group. NATTEN >= 0.20 applies no bias, so it
+serves only bias-free groups on such maps; CrossFormer's SDA/LDA always carry the dynamic
+position bias (and, on other map sizes, the padding mask), so NATTEN cannot serve CrossFormer,
+and its calls run on another backend (see :func:`zoo.attention.window.natten_refusal`).
+
+:func:`grouped_attention_reference` computes the same thing as one dense attention over the
+real tokens with a "same group" mask, for tests.
 """
 from __future__ import annotations
 
@@ -30,18 +40,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._dispatch import dense_attention, window_attention
 from zoo.layers.tracing import is_tracing
+
+from . import dense, window
+from ._backends import Pattern
+from ._checks import check_broadcast, check_float_bias, check_qkv, resolve_scale
 
 __all__ = ['grouped_attention', 'grouped_attention_reference', 'strided_group_size', 'PAD_MASK_VALUE']
 
+_OP = 'grouped_attention'
 PAD_MASK_VALUE = -1e6  # the official additive bias of padded keys (-1e6, not -inf)
 
 
 def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
     pair = (value, value) if isinstance(value, int) else tuple(value)
     if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair):
-        raise ValueError(f'grouped_attention: {name} must be a positive int or a pair of them, got {value!r}')
+        raise ValueError(f'{_OP}: {name} must be a positive int or a pair of them, got {value!r}')
     return pair
 
 
@@ -73,6 +87,101 @@ def _dilate(x: Tensor, group: tuple[int, int], interval: int, inverse: bool = Fa
     return x.permute(0, 1, 2, 4, 3, 5, 7, 6, 8).reshape(B, h, H, W, c)
 
 
+def _padding(shape: torch.Size, group: tuple[int, int], interval: int) -> tuple[int, int]:
+    H, W = shape[2], shape[3]
+    bh, bw = group[0] * interval, group[1] * interval
+    return (H + bh - 1) // bh * bh - H, (W + bw - 1) // bw * bw - W
+
+
+def _as_windows(window_path, dense_path, q: Tensor, k: Tensor, v: Tensor, group: tuple[int, int],
+                interval: int, attn_bias: Tensor | None, scale: float) -> Tensor:
+    """Grouped attention by a backend's window path (``window_path``; ``dense_path`` for one
+    block over the whole unpadded map): pad, permute, attend, undo (see the module docstring)."""
+    gh, gw = group
+    B, heads, H, W = q.shape[:4]
+    pad_h, pad_w = _padding(q.shape, group, interval)
+    padded = bool(pad_h or pad_w) or is_tracing()
+    if not padded and interval > 1 and (H, W) == (gh * interval, gw * interval):
+        return _strided_groups(dense_path, q, k, v, interval, attn_bias, scale)
+    if padded:
+        q, k, v = (F.pad(t, (0, 0, 0, pad_w, 0, pad_h)) for t in (q, k, v))
+    q, k, v = (_dilate(t, group, interval) for t in (q, k, v))
+    bias = attn_bias
+    if padded:
+        Hp, Wp = H + pad_h, W + pad_w
+        rows = torch.arange(Hp, device=q.device) < H
+        cols = torch.arange(Wp, device=q.device) < W
+        valid = (rows[:, None] & cols[None, :]).reshape(1, 1, Hp, Wp, 1)
+        valid = _dilate(valid, group, interval).reshape(Hp // gh, gh, Wp // gw, gw).transpose(1, 2)
+        key_bias = torch.zeros(valid.shape, dtype=q.dtype, device=q.device).masked_fill(
+            ~valid, _mask_value(q.dtype)).reshape(1, -1, 1, gh * gw)  # (1, nW, 1, N)
+        if attn_bias is None:
+            bias = key_bias.transpose(0, 1)
+        else:  # built heads-major: the window SDPA path then folds it without a copy
+            bias = (attn_bias.unsqueeze(1) + key_bias).transpose(0, 1)  # (nW, heads, N, N)
+    out = window_path(q, k, v, group, attn_bias=bias, scale=scale)
+    out = _dilate(out, group, interval, inverse=True)
+    return out[:, :, :H, :W] if padded else out
+
+
+def _strided_groups(dense_path, q: Tensor, k: Tensor, v: Tensor, interval: int, attn_bias: Tensor | None,
+                    scale: float) -> Tensor:
+    """One block over a whole unpadded map (CrossFormer v1's LDA): its ``I x I`` groups ride
+    along the batch, so the shared ``(heads, N, N)`` bias broadcasts over them. As windows
+    along the heads the bias would be copied once per group: 64 x 3 x 950^2 floats (0.7 GB)
+    in CrossFormer-S's first stage at 800 x 1216."""
+    B, heads, H, W, _ = q.shape
+    gh, gw = H // interval, W // interval
+    # token (y, x) = (gy * I + iy, gx * I + ix): group (iy, ix), place (gy, gx)
+    q, k, v = (t.reshape(B, heads, gh, interval, gw, interval, t.shape[-1]).permute(0, 3, 5, 1, 2, 4, 6)
+               .reshape(B * interval * interval, heads, gh * gw, t.shape[-1]) for t in (q, k, v))
+    bias = None if attn_bias is None else attn_bias.unsqueeze(0)
+    out = dense_path(q, k, v, attn_bias=bias, attn_mask=None, scale=scale, is_causal=False, dropout_p=0.0)
+    out = out.reshape(B, interval, interval, heads, gh, gw, out.shape[-1]).permute(0, 3, 4, 1, 5, 2, 6)
+    return out.reshape(B, heads, H, W, out.shape[-1])
+
+
+def _reference(q: Tensor, k: Tensor, v: Tensor, group: tuple[int, int], interval: int, *,
+               attn_bias: Tensor | None, scale: float) -> Tensor:
+    return _as_windows(window._reference, dense._reference, q, k, v, group, interval, attn_bias, scale)
+
+
+def _sdpa(q: Tensor, k: Tensor, v: Tensor, group: tuple[int, int], interval: int, *,
+          attn_bias: Tensor | None, scale: float) -> Tensor:
+    return _as_windows(window._sdpa, dense._sdpa, q, k, v, group, interval, attn_bias, scale)
+
+
+def _xformers(q: Tensor, k: Tensor, v: Tensor, group: tuple[int, int], interval: int, *,
+              attn_bias: Tensor | None, scale: float) -> Tensor:
+    return _as_windows(window._xformers, dense._xformers, q, k, v, group, interval, attn_bias, scale)
+
+
+def _natten(q: Tensor, k: Tensor, v: Tensor, group: tuple[int, int], interval: int, *,
+            attn_bias: Tensor | None, scale: float) -> Tensor:
+    return window.natten_blocked(_OP, q, k, v, group, interval, scale)
+
+
+def _natten_can_run(q: Tensor, k: Tensor, v: Tensor, group: tuple[int, int], interval: int, *,
+                    attn_bias: Tensor | None, scale: float) -> str | None:
+    refusal = window.natten_refusal(q, k, v, attn_bias)
+    if refusal is not None:
+        return refusal
+    if any(_padding(q.shape, group, interval)) or is_tracing():
+        return (f'needs a map that is a multiple of the block {group[0] * interval} x {group[1] * interval} '
+                f'(got {q.shape[2]} x {q.shape[3]}): a partial block needs a padding mask, a bias NATTEN '
+                'cannot apply')
+    return None
+
+
+PATTERN = Pattern(
+    _OP,
+    {'reference': _reference, 'sdpa': _sdpa, 'natten': _natten, 'xformers': _xformers},
+    default='sdpa',
+    can_run={'natten': _natten_can_run},
+    limits={'natten': window.NATTEN_LIMITS + '; a map that is a multiple of the block (no padding mask)'},
+)
+
+
 def grouped_attention(
     q: Tensor,
     k: Tensor,
@@ -95,58 +204,22 @@ def grouped_attention(
         attn_bias: Additive bias over a group's tokens (row-major within the group), (heads,
             N, N) with N = gh * gw, the same for every group (e.g. a dynamic position bias).
         scale: Logit scale; None means ``head_dim ** -0.5``.
-        backend: the backend of :func:`zoo.attention.window_attention` (``'reference'`` or
-            ``'sdpa'``; default: the usual selection rule).
+        backend: ``'reference'``/``'math'``, ``'sdpa'`` (default), ``'natten'`` (no
+            ``attn_bias``, a map that is a multiple of the block; forward only on CPU) or
+            ``'xformers'`` (CUDA only).
 
     Returns:
         (B, heads, H, W, dv).
     """
-    gh, gw = _pair(group_size, 'group_size')
+    group = _pair(group_size, 'group_size')
     (interval, _) = _pair(interval, 'interval')
-    if q.dim() != 5:
-        raise ValueError(f'grouped_attention: q must be 5-D (B, heads, H, W, head_dim), got shape {tuple(q.shape)}')
-    B, heads, H, W = q.shape[:4]
-    bh, bw = gh * interval, gw * interval
-    pad_h, pad_w = (H + bh - 1) // bh * bh - H, (W + bw - 1) // bw * bw - W
-    padded = bool(pad_h or pad_w) or is_tracing()
-    if not padded and interval > 1 and (H, W) == (bh, bw):
-        return _strided_groups(q, k, v, interval, attn_bias, scale, backend)
-    if padded:
-        q, k, v = (F.pad(t, (0, 0, 0, pad_w, 0, pad_h)) for t in (q, k, v))
-    q, k, v = (_dilate(t, (gh, gw), interval) for t in (q, k, v))
-    bias = attn_bias
-    if padded:
-        Hp, Wp = H + pad_h, W + pad_w
-        rows = torch.arange(Hp, device=q.device) < H
-        cols = torch.arange(Wp, device=q.device) < W
-        valid = (rows[:, None] & cols[None, :]).reshape(1, 1, Hp, Wp, 1)
-        valid = _dilate(valid, (gh, gw), interval).reshape(Hp // gh, gh, Wp // gw, gw).transpose(1, 2)
-        key_bias = torch.zeros(valid.shape, dtype=q.dtype, device=q.device).masked_fill(
-            ~valid, _mask_value(q.dtype)).reshape(1, -1, 1, gh * gw)  # (1, nW, 1, N)
-        if attn_bias is None:
-            bias = key_bias.transpose(0, 1)
-        else:  # built heads-major: window_attention's SDPA path then folds it without a copy
-            bias = (attn_bias.to(q.dtype).unsqueeze(1) + key_bias).transpose(0, 1)  # (nW, heads, N, N)
-    out = window_attention(q, k, v, (gh, gw), attn_bias=bias, scale=scale, backend=backend)
-    out = _dilate(out, (gh, gw), interval, inverse=True)
-    return out[:, :, :H, :W] if padded else out
-
-
-def _strided_groups(q: Tensor, k: Tensor, v: Tensor, interval: int, attn_bias: Tensor | None,
-                    scale: float | None, backend: str | None) -> Tensor:
-    """One block over a whole unpadded map (CrossFormer v1's LDA): its ``I x I`` groups ride
-    along the batch, so the shared ``(heads, N, N)`` bias broadcasts over them. As windows
-    along the heads (``window_attention``) the bias would be copied once per group: 64 x 3 x
-    950^2 floats (0.7 GB) in CrossFormer-S's first stage at 800 x 1216."""
-    B, heads, H, W, _ = q.shape
-    gh, gw = H // interval, W // interval
-    # token (y, x) = (gy * I + iy, gx * I + ix): group (iy, ix), place (gy, gx)
-    q, k, v = (t.reshape(B, heads, gh, interval, gw, interval, t.shape[-1]).permute(0, 3, 5, 1, 2, 4, 6)
-               .reshape(B * interval * interval, heads, gh * gw, t.shape[-1]) for t in (q, k, v))
-    bias = None if attn_bias is None else attn_bias.to(q.dtype).unsqueeze(0)
-    out = dense_attention(q, k, v, attn_bias=bias, scale=scale, backend=backend)
-    out = out.reshape(B, interval, interval, heads, gh, gw, out.shape[-1]).permute(0, 3, 4, 1, 5, 2, 6)
-    return out.reshape(B, heads, H, W, out.shape[-1])
+    check_qkv(_OP, q, k, v, '(B, heads, H, W, head_dim)', shared=4)
+    attn_bias = check_float_bias(_OP, 'attn_bias', attn_bias, q)
+    if attn_bias is not None:
+        n = group[0] * group[1]
+        check_broadcast(_OP, 'attn_bias', attn_bias, (q.shape[1], n, n), '(heads, N, N)')
+    return PATTERN(backend, q.device, q, k, v, group, interval, attn_bias=attn_bias,
+                   scale=resolve_scale(_OP, scale, q))
 
 
 def grouped_attention_reference(

@@ -23,8 +23,9 @@ authors released no code), extended to any map size:
   device) and add ``q @ rows^T``; ``rel_scaled`` multiplies them by ``scale`` as well
   (timm's ``scale_pos_embed``).
 
-Backends (the rule of every ``zoo.attention`` op: ``backend=``, then
-:func:`zoo.attention.use_backend`, then ``$ZOO_ATTENTION_BACKEND``, else ``'sdpa'``):
+Paths (chosen by the rule of every ``zoo.attention`` op, see ``zoo.attention._backends``:
+``backend=``, then :func:`zoo.attention.use_backend`, then ``$ZOO_ATTENTION_BACKEND``, else
+``'sdpa'``):
 
 - ``'reference'`` (alias ``'math'``): every query gathers its own window with ``F.unfold``
   and the relative logits by explicit index; plain softmax. Simple and slow: the ground truth.
@@ -44,13 +45,12 @@ from torch import Tensor
 
 from zoo.layers.tracing import is_tracing
 
-from . import _dispatch
+from ._backends import Pattern
+from ._checks import check_float_bias, check_qkv, positive_int, resolve_scale
 
 __all__ = ['halo_attention']
 
 _OP = 'halo_attention'
-_IMPLEMENTED = ('reference', 'sdpa')
-_dispatch.register_op(_OP, _IMPLEMENTED, default='sdpa')
 _INDEX_CACHE: dict[tuple[int, int, torch.device], Tensor] = {}
 
 
@@ -163,8 +163,7 @@ def _sdpa(q: Tensor, k: Tensor, v: Tensor, block: int, halo: int, stride: int,
 # --- the public op --------------------------------------------------------------------------
 
 
-def _select(backend: str | None) -> str:
-    return _dispatch.select_backend(_OP, backend, _IMPLEMENTED, default='sdpa')
+PATTERN = Pattern(_OP, {'reference': _reference, 'sdpa': _sdpa}, default='sdpa')
 
 
 def halo_attention(
@@ -201,9 +200,9 @@ def halo_attention(
     Returns:
         (B, heads, Hq, Wq, dv).
     """
-    _dispatch._check_qkv(_OP, q, k, v, '(B, heads, H, W, head_dim)', shared=2)
-    block_size = _dispatch._positive_int(_OP, 'block_size', block_size)
-    query_stride = _dispatch._positive_int(_OP, 'query_stride', query_stride)
+    check_qkv(_OP, q, k, v, '(B, heads, H, W, head_dim)', shared=2)
+    block_size = positive_int(_OP, 'block_size', block_size)
+    query_stride = positive_int(_OP, 'query_stride', query_stride)
     if isinstance(halo_size, bool) or not isinstance(halo_size, int) or not 0 <= 2 * halo_size <= block_size:
         raise ValueError(f'{_OP}: halo_size must be an int in [0, block_size / 2 = {block_size / 2:g}], '
                          f'got {halo_size!r}')
@@ -223,8 +222,8 @@ def halo_attention(
             if not isinstance(t, Tensor) or tuple(t.shape) != shape:
                 raise ValueError(f'{_OP}: {name} must be (2 * win - 1, head_dim) = {shape}, '
                                  f'got {tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__}')
-        rel_h = _dispatch._check_float_bias(_OP, 'rel_h', rel_h, q)
-        rel_w = _dispatch._check_float_bias(_OP, 'rel_w', rel_w, q)
-    scale = _dispatch._resolve_scale(_OP, scale, q)
-    impl = _reference if _select(backend) == 'reference' else _sdpa
-    return impl(q, k, v, block_size, halo_size, query_stride, rel_h, rel_w, scale, bool(rel_scaled))
+        rel_h = check_float_bias(_OP, 'rel_h', rel_h, q)
+        rel_w = check_float_bias(_OP, 'rel_w', rel_w, q)
+    scale = resolve_scale(_OP, scale, q)
+    return PATTERN(backend, q.device, q, k, v, block_size, halo_size, query_stride, rel_h, rel_w, scale,
+                   bool(rel_scaled))

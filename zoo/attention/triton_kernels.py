@@ -7,8 +7,8 @@ the forward folds it into a flash-attention style online softmax and saves the l
 each query; the backward recomputes the probabilities from it, writes dq and accumulates dk/dv
 of the selected regions atomically. The gathered k/v never exist in memory.
 
-This module imports triton at import time; ``zoo.attention`` imports it only when the
-``'triton'`` backend is used. Triton fixes whether a kernel is compiled or interpreted when
+This module imports triton at import time; ``zoo.attention.routed`` imports it only when the
+``'triton'`` path runs (which checks the dtype first). Triton fixes whether a kernel is compiled or interpreted when
 the kernel is defined, i.e. on this module's import: set ``TRITON_INTERPRET=1`` before the first
 triton call to run it on CPU tensors in Triton's interpreter (slow; for tests). The kernel
 avoids Triton's standard-library helpers (``tl.max``, ``tl.sum``, ``tl.zeros``), which are
@@ -21,9 +21,6 @@ import triton.language as tl
 from torch import Tensor
 from triton.runtime.interpreter import InterpretedFunction
 
-from ._dispatch import BackendNotSupported
-
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 @triton.jit
@@ -274,13 +271,5 @@ def routed_attention(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, *, s
 
     Forward and backward: kernels reading the selected kv regions in place (see
     :class:`_RoutedAttention`).
-
-    Raises:
-        BackendNotSupported: the dtype is not float32, float16 or bfloat16.
     """
-    if q.dtype not in _DTYPES:
-        raise BackendNotSupported(
-            f"routed_attention: the 'triton' kernel supports float32, float16 and bfloat16, "
-            f"not {q.dtype}; use backend 'sdpa' or 'reference'"
-        )
     return _RoutedAttention.apply(q, k, v, region_index, scale)

@@ -1,10 +1,18 @@
-"""Fast paths built on ``torch.nn.functional.scaled_dot_product_attention`` (SDPA).
+"""BiFormer's bi-level routing attention: each query region attends to the tokens of its
+``topk`` selected key regions.
 
-Each op is reshaped into one 4-D SDPA call so that PyTorch can pick its flash, memory-efficient
-or CPU-fused kernel: windows are folded into the head dim, neighbourhoods become a boolean mask
-(or a float bias carrying the relative position bias), routed regions are gathered per block
-of query regions.
-Inputs are validated by the public ops in ``zoo.attention``.
+Paths:
+
+- ``'reference'`` (alias ``'math'``): the selected key/value regions gathered for every
+  query region, logits built explicitly; the ground truth.
+- ``'sdpa'`` (default): per block of query regions, the selected regions gathered as whole rows
+  and one ``F.scaled_dot_product_attention`` call; when every query region selects a large
+  share of all regions, one dense call over the map under a region mask instead (see
+  :func:`_sdpa`).
+- ``'triton'``: our kernel (``zoo/attention/triton_kernels.py``), which reads the selected
+  regions in place through ``region_index`` (forward and backward), on CUDA or, with
+  ``TRITON_INTERPRET=1``, in Triton's CPU interpreter. Importing this module does not import
+  triton: the kernel module is imported on the first call of that path.
 """
 
 from __future__ import annotations
@@ -15,109 +23,36 @@ from torch import Tensor
 
 from zoo.layers.tracing import is_capturing
 
-from .reference import merge_windows, neighbourhood, partition_windows, window_bias
+from ._backends import Pattern
+from ._checks import INDEX_DTYPES, check_qkv, describe, resolve_scale
+from ._math import attend
+
+__all__ = ['routed_attention']
+
+_TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def dense_attention(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    *,
-    attn_bias: Tensor | None,
-    attn_mask: Tensor | None,
-    scale: float,
-    is_causal: bool,
-    dropout_p: float,
-) -> Tensor:
-    """Dense attention on (B, heads, N, d) tensors; see ``zoo.attention.dense_attention``."""
-    allowed = attn_mask
-    if is_causal and (attn_bias is not None or attn_mask is not None):
-        # SDPA refuses is_causal together with a mask, so the causal mask joins the others.
-        causal = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
-        allowed = causal if allowed is None else allowed & causal
-        is_causal = False
-    if attn_bias is None:
-        mask = allowed
-    elif allowed is None:
-        mask = attn_bias
-    else:
-        mask = torch.where(allowed, attn_bias, float('-inf'))
-    while mask is not None and mask.ndim < q.ndim:
-        # Same broadcast, but SDPA's fused CPU kernel takes only masks of q's rank: a lower-rank
-        # one would silently send it down the slow math path.
-        mask = mask.unsqueeze(0)
-    return F.scaled_dot_product_attention(
-        q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale
-    )
+def gather_regions(x: Tensor, region_index: Tensor) -> Tensor:
+    """Concatenate, for every query region, the tokens of its selected key regions.
 
+    Args:
+        x: (B, heads, R, N, c) tokens grouped by region.
+        region_index: (B, R, topk) int64 region indices.
 
-def window_attention(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    window_size: tuple[int, int],
-    *,
-    attn_bias: Tensor | None,
-    scale: float,
-) -> Tensor:
-    """Window attention on (B, heads, H, W, d) tensors; see ``zoo.attention.window_attention``."""
-    B, h = q.shape[:2]
-    # (B, heads, nW, N, c) -> (B, heads * nW, N, c): windows ride along the heads, so a
-    # per-window bias broadcasts over the batch as a (1, heads * nW, N, N) view.
-    qw, kw, vw = (partition_windows(t, window_size) for t in (q, k, v))
-    n_windows, n = qw.shape[2], qw.shape[3]
-    qw, kw, vw = (t.reshape(B, h * n_windows, n, t.shape[-1]) for t in (qw, kw, vw))
-    mask = None
-    if attn_bias is not None:
-        mask = window_bias(attn_bias).expand(h, n_windows, n, n).reshape(1, h * n_windows, n, n)
-    out = F.scaled_dot_product_attention(qw, kw, vw, attn_mask=mask, scale=scale)
-    return merge_windows(out.reshape(B, h, n_windows, n, out.shape[-1]), q.shape[2:4], window_size)
-
-
-def _neighbourhood_structure(
-    H: int, W: int, kernel_size: int, dilation: int, device: torch.device
-) -> tuple[Tensor, Tensor, Tensor]:
-    """The (H*W, H*W) neighbour mask and the per-axis rpb indices of every (query, key) pair."""
-
-    def axis(length: int) -> tuple[Tensor, Tensor]:
-        keys, rel = neighbourhood(length, kernel_size, dilation, device)
-        is_neighbour = torch.zeros(length, length, dtype=torch.bool, device=device).scatter_(1, keys, True)
-        # Non-neighbours keep index 0: a valid index whose bias the mask discards.
-        rel_index = torch.zeros(length, length, dtype=torch.long, device=device).scatter_(1, keys, rel)
-        return is_neighbour, rel_index
-
-    row_ok, row_rel = axis(H)
-    col_ok, col_rel = axis(W)
-    allowed = (row_ok[:, None, :, None] & col_ok[None, :, None, :]).reshape(H * W, H * W)
-    return allowed, row_rel, col_rel
-
-
-def neighborhood_attention(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    kernel_size: int,
-    *,
-    dilation: int,
-    rpb: Tensor | None,
-    scale: float,
-) -> Tensor:
-    """Neighbourhood attention as dense attention under a neighbourhood mask.
-
-    Costs O((H*W)^2) memory for the mask (and heads * (H*W)^2 for the bias with ``rpb``), on
-    top of what SDPA needs; fine for the feature maps of classification models at moderate
-    resolution, NATTEN is the way for large ones.
+    Returns:
+        (B, heads, R, topk * N, c): for region r, regions region_index[b, r, 0..topk-1] in order.
     """
-    B, h, H, W, _ = q.shape
-    allowed, row_rel, col_rel = _neighbourhood_structure(H, W, kernel_size, dilation, q.device)
-    if rpb is None:
-        mask = allowed
-    else:
-        bias = rpb[:, row_rel[:, None, :, None], col_rel[None, :, None, :]].reshape(h, H * W, H * W)
-        mask = bias.masked_fill(~allowed, float('-inf'))
-    q2, k2, v2 = (t.reshape(B, h, H * W, t.shape[-1]) for t in (q, k, v))
-    out = F.scaled_dot_product_attention(q2, k2, v2, attn_mask=mask, scale=scale)
-    return out.reshape(B, h, H, W, out.shape[-1])
+    B, h, R, N, c = x.shape
+    topk = region_index.shape[-1]
+    index = region_index.reshape(B, 1, R * topk, 1, 1).expand(B, h, R * topk, N, c)
+    return torch.gather(x, 2, index).reshape(B, h, R, topk * N, c)
+
+
+def _reference(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, *, scale: float) -> Tensor:
+    k_sel = gather_regions(k, region_index)
+    v_sel = gather_regions(v, region_index)
+    logits = (q @ k_sel.transpose(-2, -1)) * scale  # (B, heads, R, Nq, topk * Nk)
+    return attend(logits, v_sel)
 
 
 # Keys/values gathered at once by the routed op: at most this many bytes, or the size of k and v
@@ -260,8 +195,8 @@ def _use_mask(q: Tensor, k: Tensor, topk: int) -> bool:
     return is_capturing() or B * R * n_q * R * k.shape[3] * q.element_size() <= ROUTED_GATHER_BYTES
 
 
-def routed_attention(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, *, scale: float) -> Tensor:
-    """Routed attention: per block of query regions, gather the selected kv regions, one SDPA call.
+def _sdpa(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, *, scale: float) -> Tensor:
+    """Per block of query regions, gather the selected kv regions, one SDPA call.
 
     Regions are handled as rows of (B * R, N, heads, c) tensors, so the gather copies whole
     regions; inputs that are region-major in memory (permuted views of (B, R, N, heads * c))
@@ -286,3 +221,74 @@ def routed_attention(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, *, s
         else:
             out = _routed_blocks(q_rows, k_rows, v_rows, key_rows, scale, block)
     return out.reshape(B, R, n_q, h, out.shape[-1]).permute(0, 3, 1, 2, 4)
+
+
+def _triton(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, *, scale: float) -> Tensor:
+    from . import triton_kernels  # imports triton (compiled, or interpreted under TRITON_INTERPRET=1)
+
+    return triton_kernels.routed_attention(q, k, v, region_index, scale=scale)
+
+
+def _triton_can_run(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, *, scale: float) -> str | None:
+    if q.dtype not in _TRITON_DTYPES:
+        return f"kernel takes float32, float16 and bfloat16, not {q.dtype}; use backend 'sdpa' or 'reference'"
+    return None
+
+
+PATTERN = Pattern(
+    'routed_attention',
+    {'reference': _reference, 'sdpa': _sdpa, 'triton': _triton},
+    default='sdpa',
+    can_run={'triton': _triton_can_run},
+    limits={'triton': 'float32, float16 and bfloat16 only'},
+)
+
+
+def routed_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    region_index: Tensor,
+    *,
+    scale: float | None = None,
+    backend: str | None = None,
+) -> Tensor:
+    """BiFormer's bi-level routing attention over gathered regions.
+
+    Query region r of image b attends, with one softmax, to the concatenated tokens of the key
+    regions ``region_index[b, r, 0], ..., region_index[b, r, topk - 1]``, in that order.
+
+    Args:
+        q: Queries grouped by region, (B, heads, R, Nq, head_dim).
+        k: Keys grouped by region, (B, heads, R, Nk, head_dim).
+        v: Values grouped by region, (B, heads, R, Nk, dv).
+        region_index: (B, R, topk) integer indices in [0, R) of the key regions of each query
+            region; converted to int64. Its range is checked on CPU only: reading the
+            values on the host would synchronise a GPU on every call.
+        scale: Logit scale; None means ``head_dim ** -0.5``.
+        backend: ``'reference'``/``'math'``, ``'sdpa'`` (default) or ``'triton'`` (CUDA, or
+            CPU with ``TRITON_INTERPRET=1``).
+
+    Returns:
+        (B, heads, R, Nq, dv).
+    """
+    op = 'routed_attention'
+    check_qkv(op, q, k, v, '(B, heads, R, N, head_dim)', shared=3)
+    B, R = q.shape[0], q.shape[2]
+    if not isinstance(region_index, Tensor) or region_index.dtype not in INDEX_DTYPES:
+        raise TypeError(f'{op}: region_index must be an integer tensor, got {describe(region_index)}')
+    if region_index.dim() != 3 or tuple(region_index.shape[:2]) != (B, R) or region_index.shape[2] < 1:
+        raise ValueError(
+            f'{op}: region_index must be (B, R, topk) = ({B}, {R}, topk >= 1), '
+            f'got {tuple(region_index.shape)}'
+        )
+    if region_index.device != q.device:
+        raise ValueError(f'{op}: region_index is on {region_index.device} but q is on {q.device}')
+    region_index = region_index.long()
+    # Read the values only where that is free: on CPU (not on a GPU, where it would sync, nor
+    # on the meta device, which has none), in eager mode, and when there are any (batch 0).
+    if region_index.device.type == 'cpu' and not torch.compiler.is_compiling() and region_index.numel():
+        low, high = int(region_index.min()), int(region_index.max())
+        if low < 0 or high >= R:
+            raise ValueError(f'{op}: region_index values must be in [0, R) = [0, {R}), got [{low}, {high}]')
+    return PATTERN(backend, q.device, q, k, v, region_index, scale=resolve_scale(op, scale, q))

@@ -14,7 +14,7 @@ of the row's logits. So
 
 and, for the soft mask, ``out = r * full_attention(q, k, v) + (1 - r) * <the above>``.
 
-Backends (chosen by the same rule as every op of ``zoo.attention``: ``backend=``, then
+Paths (chosen by the rule of every op of ``zoo.attention``, see ``zoo.attention._backends``: ``backend=``, then
 :func:`zoo.attention.use_backend`, then ``$ZOO_ATTENTION_BACKEND``, else ``'sdpa'``):
 
 - ``'reference'`` (alias ``'math'``): the official formula, materialising the N x N weights.
@@ -36,14 +36,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import _dispatch
+from ._backends import Pattern
+from ._checks import check_float_bias, check_qkv, positive_int, resolve_scale
 from zoo.layers.tracing import is_capturing
 
 __all__ = ['causal_post_softmax_attention', 'soft_causal_mask']
 
 _OP = 'causal_post_softmax_attention'
-_IMPLEMENTED = ('reference', 'sdpa')
-_dispatch.register_op(_OP, _IMPLEMENTED, default='sdpa')
 _BLOCK = 1024  # query rows per block of logits in the portable sdpa path
 # Below this size of the (B, heads, N, N) weights the 'sdpa' backend materialises them: the
 # fused kernel's two passes cost more than they save for short sequences (e.g. 197 tokens at
@@ -153,8 +152,7 @@ def _sdpa(q: Tensor, k: Tensor, v: Tensor, scale: float, soft_rate: float) -> Te
 # --- the public op --------------------------------------------------------------------------
 
 
-def _select(backend: str | None) -> str:
-    return _dispatch.select_backend(_OP, backend, _IMPLEMENTED, default='sdpa')
+PATTERN = Pattern(_OP, {'reference': _reference, 'sdpa': _sdpa}, default='sdpa')
 
 
 def causal_post_softmax_attention(
@@ -183,13 +181,11 @@ def causal_post_softmax_attention(
     Returns:
         (B, heads, N, dv).
     """
-    _dispatch._check_qkv(_OP, q, k, v, '(B, heads, N, head_dim)', shared=2)
+    check_qkv(_OP, q, k, v, '(B, heads, N, head_dim)', shared=2)
     if q.shape[-2] != k.shape[-2]:
         raise ValueError(f'{_OP}: q and k must have the same length N (a square mask); '
                          f'got q {tuple(q.shape)}, k {tuple(k.shape)}')
     if isinstance(soft_rate, Tensor) or not 0.0 <= soft_rate <= 1.0:
         raise ValueError(f'{_OP}: soft_rate must be a number in [0, 1], got {soft_rate!r}')
-    scale = _dispatch._resolve_scale(_OP, scale, q)
-    name = _select(backend)
-    impl = _reference if name == 'reference' else _sdpa
-    return impl(q, k, v, scale, float(soft_rate))
+    scale = resolve_scale(_OP, scale, q)
+    return PATTERN(backend, q.device, q, k, v, scale, float(soft_rate))
