@@ -59,7 +59,8 @@ def test_a_broken_fast_path_fails_the_check_and_is_named(monkeypatch, capsys):
         return sdpa(*args, **kwargs) * 1.01
 
     monkeypatch.setattr(F, 'scaled_dot_product_attention', off_by_a_little)
-    code = check_backends.main(['--ops', 'dense_attention', '--no-models', '--dtypes', 'float32', '--repeats', '1', '--quick'])
+    code = check_backends.main(['--ops', 'dense_attention', '--no-models', '--dtypes', 'float32', '--repeats', '1',
+                                '--quick'])
     out = capsys.readouterr().out
     assert code == 1
     failed = out.split('FAILED', 1)[1]

@@ -149,7 +149,8 @@ def linear_samples(gen: torch.Generator) -> list[Sample]:
     B, h, n = 2, 2, 37
     q, k, v = _qkv(gen, (B, h, n))
     q, k = torch.nn.functional.elu(q) + 1, torch.nn.functional.elu(k) + 1  # positive features, as RALA's
-    q_norm, k_norm = torch.nn.functional.elu(_randn(gen, B, h, n, 16)) + 1, torch.nn.functional.elu(_randn(gen, B, h, n, 16)) + 1
+    q_norm = torch.nn.functional.elu(_randn(gen, B, h, n, 16)) + 1
+    k_norm = torch.nn.functional.elu(_randn(gen, B, h, n, 16)) + 1
     return [
         Sample('plain', (q, k, v)),
         Sample('rank augmentation, separate norms', (q, k, v),

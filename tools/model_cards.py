@@ -248,7 +248,8 @@ def _pattern_rows(doc: dict) -> list[str]:
             failed = [r for r in entry['runs'] if r['status'] == 'failed']
             status = ('FAILED: ' + failed[0]['reason'][:100]) if failed else entry['status']
             timed = [r['time_ms'].get('forward_backward') or r['time_ms'].get('forward')
-                     for r in entry['runs'] if r.get('time_ms') and r['dtype'] == 'float32' and r['status'] != 'skipped']
+                     for r in entry['runs']
+                     if r.get('time_ms') and r['dtype'] == 'float32' and r['status'] != 'skipped']
             time_ms = f'{statistics.median(timed):.2f}' if timed else DASH
             lines.append(f"| {op} | {backend}{' (default)' if backend == res['default'] else ''} | {status} | "
                          + ' | '.join(cells) + f" | {time_ms} | {'; '.join(notes) or DASH} |")
@@ -260,7 +261,8 @@ def render_backends(doc: dict) -> list[str]:
     if not doc:
         return []
     dtypes = doc.get('dtypes', [])
-    no_path = {op: [b for b, e in res['backends'].items() if e['status'] == 'skipped' and 'has no' in (e['reason'] or '')]
+    no_path = {op: [b for b, e in res['backends'].items()
+                    if e['status'] == 'skipped' and 'has no' in (e['reason'] or '')]
                for op, res in doc.get('ops', {}).items()}
     lines = [
         '', '## Attention backends', '',
@@ -366,8 +368,9 @@ def render_readme(rows: list[dict], bench: dict, plots: Sequence[str], backends:
                   'Eager and `torch.compile`d runs per attention backend, for the models measured that way',
                   '(`tools/benchmark.py --compile`, default allocator); which backends run which ops, and how',
                   'far they are from the reference, is in [Attention backends](#attention-backends). A backend',
-                  'that runs the same kernels as an earlier one is not timed again. Compile (s) is the first compiled call at batch 32; it is',
-                  "much shorter when inductor's on-disk cache already holds the model's kernels (a repeated run).",
+                  'that runs the same kernels as an earlier one is not timed again. Compile (s) is the first',
+                  "compiled call at batch 32; it is much shorter when inductor's on-disk cache already holds the",
+                  "model's kernels (a repeated run).",
                   '',
                   '| Model | Backend | Mode | img/s | Latency (ms) | Efficiency (%) | Compile (s) '
                   '| Attention kernels |',
