@@ -206,3 +206,64 @@ def test_cache_per_group_device_dtype_and_invalidation():
     with torch.no_grad():
         assert dpb(7).dtype == torch.float64
         torch.testing.assert_close(dpb(7).float(), x)
+
+
+# --- NATTEN and xFormers paths ----------------------------------------------------------------
+
+HAS_NATTEN = za.backend_status('grouped_attention')['natten'] is None
+
+
+@pytest.mark.skipif(not HAS_NATTEN, reason="NATTEN is not installed (pip install 'zoo[natten]')")
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16], ids=['fp32', 'bf16'])
+@pytest.mark.parametrize('B, heads, H, W, group, interval', [
+    (2, 3, 14, 14, (7, 7), 1),   # SDA on a multiple of the group
+    (1, 2, 16, 12, (4, 3), 2),   # LDA 'main' groups over an exact multiple of the block
+    (2, 2, 9, 9, (3, 3), 3),     # one block over the whole map (v1's strided LDA)
+    (1, 4, 12, 18, (2, 3), 3),   # odd group, several blocks
+])
+def test_natten_dilated_blocks_equal_the_groups(B, heads, H, W, group, interval, dtype):
+    """NATTEN's na2d(kernel_size = stride = G, dilation = I) is grouped attention (without a bias)
+    on a map that is a multiple of the block I * G, against the dense same-group reference."""
+    q, k, v = (t.to(dtype) for t in _qkv(B, heads, H, W, 16, seed=H + W))
+    with torch.no_grad():
+        out = grouped_attention(q, k, v, group, interval=interval, backend='natten')
+    expected = grouped_attention_reference(q.float(), k.float(), v.float(), group, interval=interval)
+    assert out.dtype == dtype
+    tol = {'atol': 1e-5, 'rtol': 1e-4} if dtype == torch.float32 else {'atol': 3e-2, 'rtol': 3e-2}
+    torch.testing.assert_close(out.float(), expected, **tol)
+
+
+@pytest.mark.skipif(not HAS_NATTEN, reason="NATTEN is not installed (pip install 'zoo[natten]')")
+def test_natten_refuses_the_calls_crossformer_makes():
+    """CrossFormer's groups carry the dynamic position bias, and on other map sizes a padding
+    mask: NATTEN has no bias, so it refuses both, saying why."""
+    q, k, v = _qkv(1, 2, 8, 8, 16)
+    with torch.no_grad():
+        with pytest.raises(za.BackendNotSupported, match="the 'natten' backend cannot apply an attention bias"):
+            grouped_attention(q, k, v, 2, interval=2, attn_bias=torch.randn(2, 4, 4), backend='natten')
+        q, k, v = _qkv(1, 2, 10, 8, 16)
+        with pytest.raises(za.BackendNotSupported, match=(
+                "needs a map that is a multiple of the block 4 x 4 \\(got 10 x 8\\): a partial block needs a "
+                'padding mask')):
+            grouped_attention(q, k, v, 2, interval=2, backend='natten')
+
+
+@pytest.mark.parametrize('with_bias', [False, True], ids=['no-bias', 'bias'])
+@pytest.mark.parametrize('H, W, group, interval', CASES + [(8, 8, (4, 4), 2)])
+def test_xformers_path_matches_reference(H, W, group, interval, with_bias, monkeypatch):
+    """The xFormers path through a stand-in ``xformers`` (xFormers' documented semantics: see
+    zoo_testutils), CPU tensors let through its CUDA check."""
+    from zoo.attention import _backends
+    from zoo_testutils import install_fake_xformers
+    calls = install_fake_xformers(monkeypatch)
+    monkeypatch.setattr(_backends, '_cuda_problem', lambda backend, device: None)
+    q, k, v = _qkv(2, 3, H, W, 8)
+    n = group[0] * group[1]
+    bias = torch.randn(3, n, n, generator=torch.Generator().manual_seed(1)) if with_bias else None
+    got = grouped_attention(q, k, v, group, interval=interval, attn_bias=bias, backend='xformers')
+    expected = grouped_attention_reference(q, k, v, group, interval=interval, attn_bias=bias)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    assert len(calls) == 1
+    padded = H % (group[0] * interval) or W % (group[1] * interval)
+    if not with_bias and not padded and (H, W) != (group[0] * interval, group[1] * interval):
+        assert type(calls[0]['attn_bias']).__name__ == 'FakeBlockDiagonalMask'
