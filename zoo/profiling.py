@@ -216,7 +216,7 @@ def count_params(model_or_name: nn.Module | str, *, device: str | torch.device =
 def _countable_attention() -> Iterator[None]:
     # FlopCounterMode has no formula for the fused CPU SDPA kernel (it would count 0), so
     # force the math path, which runs as countable bmm ops; the zoo's 'reference' backend
-    # likewise expresses its other attention ops (e.g. neighbourhood) in plain matmuls.
+    # likewise expresses its other attention ops (e.g. windows, routed regions) in plain matmuls.
     with ExitStack() as stack:
         stack.enter_context(sdpa_kernel(SDPBackend.MATH))
         attention = optional_module('zoo.attention')
