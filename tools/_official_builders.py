@@ -476,5 +476,12 @@ def build(family: str, kind: str, root: str, input_size: int = 224) -> nn.Module
         model = builder(path, kind, input_size) if family == 'illama' else builder(path, kind)
     if kind == 'classifier' and not hasattr(model, 'num_classes'):
         model.num_classes = 1000
-    disable_stochastic_layers(model).train()  # some official train() overrides return None
-    return model
+    disable_stochastic_layers(model)
+    if model.train() is None:  # official train() overrides (norm_eval) that do not return the module
+        official_train = model.train
+
+        def train(mode: bool = True) -> nn.Module:
+            official_train(mode)
+            return model
+        model.train = train
+    return model.train()
