@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 import zoo.attention as za
 from backbones.biformer import BiLevelRoutingAttention, GlobalAttentionLePE, checkpoint_filter_fn
-from zoo.attention import sdpa as sdpa_backend
+from zoo.attention import routed as sdpa_backend
 from zoo.checkpoint import CheckpointError
 from zoo_testutils import assert_backends_agree_in_training, parity_checkpoint, parity_input
 

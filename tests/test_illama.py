@@ -96,7 +96,7 @@ def test_mask_semantics_inside_the_model(tiny):
 
 
 def test_soft_mask_training_matches_reference_backend_gradients(monkeypatch):
-    monkeypatch.setattr(importlib.import_module('zoo.attention.post_softmax_mask'), '_MATERIALISE_BYTES', 0)
+    monkeypatch.setattr(importlib.import_module('zoo.attention.causal'), '_MATERIALISE_BYTES', 0)
     grads = []
     for backend in ('reference', 'sdpa'):
         model = _tiny(drop_path_rate=0.0).train()

@@ -242,7 +242,10 @@ def _child() -> None:
     if job['threads'] is not None:
         torch.set_num_threads(job['threads'])
     device = torch.device(job['device'])
-    model = build_for_step(job['model'], job['kind'], job['create_kwargs']).to(device).train()
+    # In place: some models' train() / to() overrides return None (norm_eval wrappers).
+    model = build_for_step(job['model'], job['kind'], job['create_kwargs'])
+    model.to(device)
+    model.train()
     if job['grad_checkpointing']:
         set_grad_checkpointing(model, True)
     images = torch.randn(*job['input_size'], device=device)
