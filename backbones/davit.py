@@ -19,6 +19,9 @@ sees the same cfgs and weights. What the zoo adds:
 
 - input validation (``zoo.layers.validate_input``: channels, dtype, NaN, at least 32x32);
 - ``forward_intermediates`` with ``NHWC`` output, and ``features_only`` through it;
+- the spatial blocks' window attention through ``zoo.attention.window_attention``
+  (:class:`SpatialWindowBlock`: same parameters and computation), so that the attention
+  backend setting applies (NATTEN's blocked attention computes these bias-free windows);
 - the tag ``official_in1k`` beside timm's: the official evaluation settings (crop 0.9,
   bicubic: the official ``validate.py`` uses the model's default cfg) and license (MIT),
   pointing at timm's hub copy of the official weights (same values, converted layout)
@@ -37,19 +40,53 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import davit as timm_davit
 from timm.models import register_model
 from timm.models._manipulate import checkpoint
 from timm.models.davit import DaVit as TimmDaVit
+from timm.models.davit import SpatialBlock
 from timm.models.davit import checkpoint_filter_fn
 
+from zoo.attention import window_attention
 from zoo.builder import build_zoo_model
 from zoo.layers import validate_input
 from zoo.registry import with_timm_tags
 from zoo.staged import FeatureIntermediates
 
-__all__ = ['DaViT', 'checkpoint_filter_fn']
+__all__ = ['DaViT', 'SpatialWindowBlock', 'checkpoint_filter_fn']
+
+
+class SpatialWindowBlock(SpatialBlock):
+    """timm's spatial block with its window attention through ``zoo.attention.window_attention``.
+
+    Same parameters and the same computation as timm's (and the official) block: the map is
+    zero-padded to a multiple of the window after ``norm1`` and the padded tokens take part in
+    attention as keys, unmasked, as in the official code. Going through ``window_attention``
+    lets the backend setting choose the kernel (SDPA by default; NATTEN's blocked attention
+    computes these bias-free windows exactly). :class:`DaViT` gives its blocks this class.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        shortcut = self.cpe1(x).flatten(2).transpose(1, 2)
+        x = self.norm1(shortcut).view(B, H, W, C)
+        wh, ww = self.window_size
+        x = F.pad(x, (0, 0, 0, (ww - W % ww) % ww, 0, (wh - H % wh) % wh))
+        Hp, Wp = x.shape[1:3]
+        attn = self.attn
+        heads = attn.num_heads
+        qkv = attn.qkv(x).view(B, Hp, Wp, 3, heads, C // heads).permute(3, 0, 4, 1, 2, 5)
+        out = window_attention(qkv[0], qkv[1], qkv[2], (wh, ww), scale=attn.scale)  # (B, heads, Hp, Wp, d)
+        out = attn.proj(out.permute(0, 2, 3, 1, 4).reshape(B, Hp, Wp, C))
+        x = shortcut + self.drop_path1(out[:, :H, :W].reshape(B, H * W, C))
+        x = self.cpe2(x.transpose(1, 2).view(B, C, H, W))
+        if self.mlp is not None:
+            x = x.flatten(2).transpose(1, 2)
+            x = x + self.drop_path2(self.mlp(self.norm2(x)))
+            x = x.transpose(1, 2).view(B, C, H, W)
+        return x
 
 
 class DaViT(FeatureIntermediates, TimmDaVit):
@@ -63,6 +100,11 @@ class DaViT(FeatureIntermediates, TimmDaVit):
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         self.min_input_size = self.feature_info[-1]['reduction']  # one pixel at stride 32
+        # timm's constructor takes no block class: the spatial blocks become SpatialWindowBlock
+        # (a subclass that only replaces forward), keeping their modules and parameters.
+        for module in self.modules():
+            if type(module) is SpatialBlock:
+                module.__class__ = SpatialWindowBlock
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:

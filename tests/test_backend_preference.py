@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FAMILY_OPS = {
     'biformer': {'dense_attention', 'routed_attention'},
     'crossformer': {'dense_attention', 'grouped_attention'},
-    'davit': set(),  # timm's attention (DaViT's spatial windows: see test_davit for window_attention)
+    'davit': {'window_attention'},  # the spatial blocks' windows (SpatialWindowBlock)
     'halonet': {'halo_attention'},
     'illama': {'causal_post_softmax_attention'},
     'litv2': {'dense_attention', 'window_attention'},
