@@ -30,11 +30,13 @@ Differences from the official code, none of which changes the outputs:
 """
 from __future__ import annotations
 
+import re
 from functools import partial
 from typing import Any, Callable
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from timm.layers import DropPath, LayerNorm2d, LayerScale2d
 from timm.models import register_model, generate_default_cfgs
 
@@ -63,7 +65,11 @@ class RoPE2d(nn.Module):
 
 
 def _elu_plus_one(x: torch.Tensor) -> torch.Tensor:
-    """``elu(x) + 1`` as ``exp(min(x, 0)) + max(x, 0)`` (the same values; torch's CPU ELU is slow)."""
+    """``elu(x) + 1``. Without autograd as ``exp(min(x, 0)) + max(x, 0)`` (the same values;
+    torch's CPU ELU forward is slow); with autograd through ``F.elu``, whose backward is one
+    fused kernel where the clamp form's is several masked ones."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return F.elu(x) + 1
     return x.clamp(max=0).exp() + x.clamp(min=0)
 
 
@@ -92,11 +98,16 @@ class RavltAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
-        qkvo = self.qkvo(x)
-        lepe = self.lepe(qkvo[:, 2 * C:3 * C])
         # channel index = (which * heads + head) * head_dim + d, as the official rearrange; on a
-        # channels-last map this is a view
-        tokens = qkvo.permute(0, 2, 3, 1).reshape(B, H * W, 4, self.num_heads, self.head_dim)
+        # channels-last map this is a view. v (for LePE) and the gate o are taken from the same
+        # token view too, so their gradients reach qkvo in one layout (slices of the NCHW map
+        # beside the token view made autograd add gradients of two layouts).
+        tokens = self.qkvo(x).permute(0, 2, 3, 1).reshape(B, H * W, 4, self.num_heads, self.head_dim)
+
+        def as_map(t: torch.Tensor) -> torch.Tensor:  # (B, N, heads, head_dim) -> (B, C, H, W)
+            return t.reshape(B, H, W, C).permute(0, 3, 1, 2)
+
+        lepe = self.lepe(as_map(tokens[:, :, 2]))
         if self.linear:
             qk = _elu_plus_one(tokens[:, :, :2])  # on the channels-last slab: vectorised
             q, k, v = qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2), tokens[:, :, 2].transpose(1, 2)
@@ -106,7 +117,7 @@ class RavltAttention(nn.Module):
             q, k, v = (tokens[:, :, i].transpose(1, 2) for i in range(3))  # (B, heads, N, head_dim)
             out = dense_attention(apply_rope(q, sin, cos), apply_rope(k, sin, cos), v)
         out = out.transpose(1, 2).reshape(B, H, W, C).permute(0, 3, 1, 2)
-        return self.proj((out + lepe) * qkvo[:, 3 * C:])
+        return self.proj((out + lepe) * as_map(tokens[:, :, 3]))
 
 
 class ConvFfn(nn.Module):
