@@ -31,6 +31,7 @@ Differences from the official code:
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -92,8 +93,12 @@ class BiLevelRoutingAttention(nn.Module):
 
         # Routing: region means of q and k, top-k key regions per query region (no gradient,
         # as in the official non-differentiable routing).
-        with torch.no_grad():
-            logits = (q.mean(2) * self.scale) @ k.mean(2).transpose(-2, -1)
+        # In float32 (autocast off): in float16 the region-mean logits flip top-k choices
+        # that float32 and the official code make.
+        autocast_off = (torch.autocast(q.device.type, enabled=False)
+                        if torch.amp.is_autocast_available(q.device.type) else contextlib.nullcontext())
+        with torch.no_grad(), autocast_off:
+            logits = (q.float().mean(2) * self.scale) @ k.float().mean(2).transpose(-2, -1)
             region_index = torch.topk(logits, k=min(self.topk, n * n), dim=-1).indices
 
         def split_heads(t: torch.Tensor) -> torch.Tensor:  # (B, R, h*w, C) -> (B, heads, R, h*w, d), a view

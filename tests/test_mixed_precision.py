@@ -92,17 +92,7 @@ def test_autocast_logits_close_to_float32(name, dtype):
     assert err <= bound(name, dtype), f'{name} under {dtype} autocast: error {err:.2e} > bound {bound(name, dtype):.2e}'
 
 
-def _cast_known_failure(name: str, dtype: str) -> tuple:
-    if name == 'biformer_tiny' and dtype == 'float16':
-        # backbones/biformer.py takes the region means for the top-k routing in the model's dtype:
-        # in float16 7% of the routing rows differ from float32 (official: fewer); routing logits
-        # in float32 give 1.7e-3, the official 1.7e-3 (issue #22).
-        return (pytest.mark.xfail(strict=True, reason='BiFormer routing logits in float16 flip regions'),)
-    return ()
-
-
-@pytest.mark.parametrize('name, dtype', [pytest.param(*p.values, id=p.id, marks=(*p.marks, *_cast_known_failure(*p.values)))
-                                         for p in _params()])
+@pytest.mark.parametrize('name, dtype', _params())
 def test_cast_model_close_to_float32(name, dtype):
     # model.half() / model.bfloat16() with an input of the same dtype, no autocast
     model = copy.deepcopy(_model(name)).to(DTYPES[dtype])
@@ -113,17 +103,7 @@ def test_cast_model_close_to_float32(name, dtype):
     assert err <= limit, f'{name}.to({dtype}): error {err:.2e} > bound {limit:.2e}'
 
 
-def _known_failure(name: str, dtype: str) -> tuple:
-    if name.startswith('ravlt') and dtype == 'float16':
-        # zoo/attention/linear.py sums k^T v over all N tokens before dividing by N: at 512x512
-        # (N = 16384 in stage 1) the float16 matmul overflows. The official code scales both
-        # operands by N ** -0.5 first; the fix belongs to the attention package (issue #22).
-        return (pytest.mark.xfail(strict=True, reason='linear attention k^T v overflows float16 at N=16384'),)
-    return ()
-
-
-@pytest.mark.parametrize('name, dtype', [pytest.param(*p.values, id=p.id, marks=(*p.marks, *_known_failure(*p.values)))
-                                         for p in _params()])
+@pytest.mark.parametrize('name, dtype', _params())
 def test_autocast_features_finite_at_512(name, dtype):
     model = _model(name, features_only=True)
     x = torch.randn(1, 3, 512, 512, generator=torch.Generator().manual_seed(1))

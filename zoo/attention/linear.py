@@ -22,14 +22,20 @@ def _reference(
 ) -> Tensor:
     n = k.shape[-2]
     if rank_augmentation:
-        # RALA: weight each key by N * softmax over keys of (mean query . key) * scale.
+        # RALA: weight each key by a_j = N * softmax over keys of (mean query . key) * scale;
+        # ``weights`` holds a_j / N, in float32.
         q_mean = q_norm.mean(dim=-2, keepdim=True)  # (B, heads, 1, d)
         logits = (q_mean @ k_norm.transpose(-2, -1)) * scale  # (B, heads, 1, Nk)
         weights = torch.softmax(logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32))
-        weights = (weights * n).to(k.dtype).transpose(-2, -1)  # (B, heads, Nk, 1)
-        k, k_norm = k * weights, k_norm * weights
-    kv = (k.transpose(-2, -1) @ v) / n  # (B, heads, d, dv)
-    z = 1.0 / (q_norm @ k_norm.mean(dim=-2, keepdim=True).transpose(-2, -1) + eps)  # (B, heads, Nq, 1)
+        weights = weights.transpose(-2, -1)  # (B, heads, Nk, 1)
+    else:
+        weights = torch.full((), 1.0 / n, dtype=torch.float32, device=k.device)
+    # sum_j a_j k_j v_j / N with both factors scaled by N ** -0.5 before the N-key sum, as the
+    # official code orders it: the unscaled sum overflows float16 at large N (16384 tokens
+    # at 512x512), and so does a_j k_j alone for a peaked softmax.
+    kv = (k * (weights * n ** 0.5)).to(k.dtype).transpose(-2, -1) @ (v * n ** -0.5)  # (B, heads, d, dv)
+    k_norm_mean = (k_norm * weights).sum(dim=-2, keepdim=True).to(k_norm.dtype)  # (B, heads, 1, d)
+    z = 1.0 / (q_norm @ k_norm_mean.transpose(-2, -1) + eps)  # (B, heads, Nq, 1)
     return (q @ kv) * z
 
 
