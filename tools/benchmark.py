@@ -43,7 +43,8 @@ checkpointing; speed in this process (eager, and compiled with --compile), peak 
 fresh process (RSS growth on CPU, torch.cuda.max_memory_allocated on CUDA). JSON:
     models: {NAME: {train: {STEP: {PRECISION: {CKPT: {eager | compile: {batch_size,
         img_per_s: stat, latency_ms: stat (one step), threads, compiled, compile_s},
-        memory: {peak_mb: stat, baseline_mb, ...}}}}}}}
+        memory: {peak_mb: stat, baseline_mb, ...}}}}},
+        train_updated, train_load_avg: {start, end} (the inference run's keep theirs)}}
 STEP is 'classifier@HxW/bB' or 'dense@HxW/bB'; CKPT is 'plain' or 'grad_ckpt'.
 """
 from __future__ import annotations
@@ -281,8 +282,8 @@ def train_steps(name: str, args: argparse.Namespace, channels: int, hw: tuple[in
 
 def bench_train(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Measure the training steps of one model; a failing measurement is recorded and skipped."""
-    result: dict[str, Any] = {'updated': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'errors': {},
-                              'load_avg': {'start': _load_avg()}}
+    result: dict[str, Any] = {'train_updated': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'errors': {},
+                              'train_load_avg': {'start': _load_avg()}}
     try:
         classifier = timm.create_model(name, pretrained=False, **args.model_kwargs)
         dense = timm.create_model(name, pretrained=False, features_only=True, **args.model_kwargs)
@@ -316,7 +317,7 @@ def bench_train(name: str, args: argparse.Namespace) -> dict[str, Any]:
                     except Exception as err:
                         result['errors'][f'train/{key}/{precision}/{ckpt}/memory'] = _error(err)
                 result.setdefault('train', {}).setdefault(key, {}).setdefault(precision, {})[ckpt] = entry
-    result['load_avg']['end'] = _load_avg()
+    result['train_load_avg']['end'] = _load_avg()
     return result
 
 
