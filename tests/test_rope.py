@@ -29,6 +29,43 @@ def test_apply_rope_equals_complex_multiplication() -> None:
     torch.testing.assert_close(out.reshape(2, 3, 7, 4, 2).norm(dim=-1), x.reshape(2, 3, 7, 4, 2).norm(dim=-1))
 
 
+@pytest.mark.parametrize('layout', ['contiguous', 'qkv_view', 'odd_offset'])
+def test_eager_complex_path_equals_exported_real_path(layout, monkeypatch) -> None:
+    # Eager float32 takes the complex product, graph capture the real formula: the same values
+    # and gradients, on the strided q/k views the models pass.
+    import zoo.layers.rope as rope
+    torch.manual_seed(0)
+    base = torch.randn(2, 5, 3, 4, 8)  # (B, N, qkv, heads, head_dim), as a fused projection
+    if layout == 'contiguous':
+        make = lambda t: t[:, :, 1].transpose(1, 2).contiguous()  # noqa: E731
+    elif layout == 'qkv_view':
+        make = lambda t: t.permute(2, 0, 3, 1, 4)[1]  # noqa: E731  k: even strides, no copy
+    else:
+        make = lambda t: t.flatten()[1:1 + 2 * 4 * 5 * 8].view(2, 4, 5, 8)  # noqa: E731  odd offset
+    sin, cos = rope_1d(5, 8)
+    outs, grads = [], []
+    for capturing in (False, True):
+        monkeypatch.setattr(rope, 'is_capturing', lambda c=capturing: c)
+        leaf = base.clone().requires_grad_()
+        out = apply_rope(make(leaf), sin, cos)
+        (out * torch.arange(out.numel()).view_as(out)).sum().backward()
+        outs.append(out)
+        grads.append(leaf.grad)
+    angles = torch.arange(5.)[:, None] * rope_frequencies(8)[None]
+    torch.testing.assert_close(outs[0], complex_rope(make(base), angles))
+    torch.testing.assert_close(outs[0], outs[1])
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_half_precision_uses_the_real_formula() -> None:
+    x = torch.randn(2, 3, 7, 8)
+    angles = torch.rand(7, 4) * 10
+    for dtype in (torch.bfloat16, torch.float16):
+        out = apply_rope(x.to(dtype), angles.sin(), angles.cos())
+        assert out.dtype == dtype
+        torch.testing.assert_close(out.float(), complex_rope(x, angles), atol=3e-2, rtol=1e-2)
+
+
 def test_apply_rope_per_channel_matches_rotate_every_two_formula() -> None:
     # x * cos + rotate_every_two(x) * sin with rotate_every_two(x) = (-x1, x0, -x3, x2, ...)
     x = torch.tensor([[1.0, 2.0, 3.0, 4.0]])

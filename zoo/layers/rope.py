@@ -4,7 +4,10 @@ RoPE treats the channels of a query/key as complex numbers and multiplies each b
 ``exp(i * position * frequency)``. Here the pairs are *interleaved*: channels ``(2j, 2j+1)``
 form the real and imaginary parts of pair ``j`` (the layout of LLaMA's ``view_as_complex``
 and of RAVLT's ``rotate_every_two``). Everything is written with ``sin``/``cos`` tables and
-elementwise products, so it traces, compiles and exports to ONNX (complex tensors do not).
+elementwise products, so it traces, compiles and exports to ONNX (complex tensors do not). In
+eager mode, float32/float64 tensors with one angle per pair take LLaMA's complex product
+instead: the same arithmetic in one pass over the data, where the real formula takes several
+(forward and backward).
 
 - :func:`apply_rope` rotates a tensor given its ``sin``/``cos`` tables (one entry per pair, or
   one per channel with each pair's two entries equal, as RAVLT stores them).
@@ -16,6 +19,8 @@ elementwise products, so it traces, compiles and exports to ONNX (complex tensor
 from __future__ import annotations
 
 import torch
+
+from .tracing import is_capturing
 
 __all__ = ['apply_rope', 'rope_frequencies', 'rope_1d', 'rope_2d_frequencies', 'rope_2d']
 
@@ -42,6 +47,8 @@ def apply_rope(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.T
         raise ValueError(f'apply_rope: the last dim of x must be even, got {d}')
     if sin.shape != cos.shape:
         raise ValueError(f'apply_rope: sin {tuple(sin.shape)} and cos {tuple(cos.shape)} differ')
+    if sin.shape[-1] == d // 2 and x.dtype in (torch.float32, torch.float64) and not is_capturing():
+        return _rotate_complex(x, sin, cos)
     if sin.shape[-1] == d // 2:  # one angle per pair: give both channels of a pair the same entry
         # (stack + flatten rather than repeat_interleave, whose ONNX export bakes in the
         # traced sequence length)
@@ -55,6 +62,16 @@ def apply_rope(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.T
     pairs = x.unflatten(-1, (d // 2, 2))
     rotated = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
     return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
+
+
+def _rotate_complex(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
+    # view_as_complex needs unit stride in the pair and even strides elsewhere (true of q/k
+    # views of a fused qkv projection with an even head dim, so usually no copy)
+    if x.stride(-1) != 1 or x.storage_offset() % 2 or any(s % 2 for s in x.stride()[:-1]):
+        x = x.clone(memory_format=torch.contiguous_format)  # (contiguous() keeps an odd offset)
+    pairs = torch.view_as_complex(x.unflatten(-1, (x.shape[-1] // 2, 2)))
+    rotation = torch.complex(cos.to(x.dtype), sin.to(x.dtype))
+    return torch.view_as_real(pairs * rotation).flatten(-2)
 
 
 def rope_frequencies(dim: int, theta: float = 10000.0, device: torch.device | None = None) -> torch.Tensor:
