@@ -103,3 +103,17 @@ def test_identical_models_measure_identical_memory(monkeypatch):
                                 create_kwargs={'width': 16}, threads=1).peak_mb.median
     assert peaks[0] == pytest.approx(peaks[1], rel=0.1, abs=0.5)
     assert smaller < 0.6 * peaks[0]  # a quarter of the activations
+
+
+def test_norm_eval_keeps_our_batch_norms_frozen_through_train():
+    # SHViT's official dense backbone trains with BatchNorms in eval mode (our configs:
+    # norm_eval=True); the measured step must do the same on our side, after any train() call.
+    assert ob.FAMILIES['shvit'].dense_norm_eval and not ob.FAMILIES['van'].dense_norm_eval
+    model = sbs.build_ours('van_b0', 'dense', norm_eval=True)
+    batch_norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert batch_norms and model.train() is model and model.training
+    assert not any(bn.training for bn in batch_norms)
+    before = batch_norms[0].running_mean.clone()
+    model(torch.randn(2, 3, 64, 64))
+    assert torch.equal(batch_norms[0].running_mean, before)  # statistics untouched
+    assert all(bn.training for bn in sbs.build_ours('van_b0', 'dense').modules() if isinstance(bn, nn.BatchNorm2d))

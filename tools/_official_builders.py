@@ -48,6 +48,8 @@ class OfficialFamily:
         dense: how the official dense model is built (for the notes).
         ours_dense_kwargs: arguments of our ``features_only`` model that make it the same
             configuration as the official dense model.
+        dense_norm_eval: the official dense backbone keeps its BatchNorms in eval mode while
+            training (as our mm configs then do with ``norm_eval=True``): ours does too.
     """
     ours: str
     folder: str
@@ -57,6 +59,7 @@ class OfficialFamily:
     classifier: str
     dense: str
     ours_dense_kwargs: dict[str, Any] = field(default_factory=dict)
+    dense_norm_eval: bool = False
 
 
 FAMILIES: dict[str, OfficialFamily] = {
@@ -95,7 +98,7 @@ FAMILIES: dict[str, OfficialFamily] = {
         '6a729ccf18e0b941714b529638bd3d9bacebcef0', 'main',
         'model/build.py shvit_s1()',
         'downstream/shvit.py Partial_ViT_Exp with model/build.py\'s SHViT_s1 arguments (dense recipe exists for S4 '
-        'only; its train() keeps BatchNorms in eval mode)'),
+        'only; its train() keeps BatchNorms in eval mode)', dense_norm_eval=True),
     'ravlt': OfficialFamily(
         'ravlt_tiny', 'RALA', 'https://github.com/qhfan/RALA',
         'a86314f62103c21a1c7e6d826fe4cb0f5586e7b0', 'main',

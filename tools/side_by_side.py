@@ -75,13 +75,15 @@ LITV2_NOTE = ('LITv2: the official deformable conv is an mmcv-style CUDA extensi
               'as torchvision.ops.deform_conv2d with the official layer\'s parameters (as ours does).')
 
 
-def build_ours(name: str, kind: str, kwargs: dict[str, Any] | None = None) -> nn.Module:
+def build_ours(name: str, kind: str, kwargs: dict[str, Any] | None = None, norm_eval: bool = False) -> nn.Module:
     """Our model for a step of ``kind`` (``features_only`` for ``'dense'``), stochastic layers off, train mode.
 
     Args:
         name: timm model name.
         kind: ``'classifier'`` or ``'dense'``.
         kwargs: more model arguments.
+        norm_eval: BatchNorms in eval mode (the mm backbone's ``norm_eval=True``), for a
+            family whose official dense backbone trains so.
     """
     import timm
     import zoo  # noqa: F401  (registers the families)
@@ -89,8 +91,17 @@ def build_ours(name: str, kind: str, kwargs: dict[str, Any] | None = None) -> nn
     if kind == 'dense':
         kwargs['features_only'] = True
     model = disable_stochastic_layers(timm.create_model(name, pretrained=False, **kwargs))
-    model.train()
-    return model
+    if norm_eval:  # kept through later train() calls, as the mm backbone's train() does
+        batch_norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        module_train = model.train
+
+        def train(mode: bool = True) -> nn.Module:
+            module_train(mode)
+            for bn in batch_norms:
+                bn.train(False)
+            return model
+        model.train = train
+    return model.train()
 
 
 def _step_specs(args: argparse.Namespace) -> dict[str, tuple[int, int]]:
@@ -134,7 +145,8 @@ def run_worker(family: str, args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     spec = FAMILIES[family]
     out: dict[str, Any] = {'load_start': os.getloadavg()}
-    ours = {kind: build_ours(spec.ours, kind, spec.ours_dense_kwargs if kind == 'dense' else None)
+    ours = {kind: build_ours(spec.ours, kind, spec.ours_dense_kwargs if kind == 'dense' else None,
+                             norm_eval=kind == 'dense' and spec.dense_norm_eval)
             for kind in _step_specs(args)}  # before the official imports (they shadow mm packages)
     for kind, (batch, size) in _step_specs(args).items():
         official = _official_builders.build(family, kind, args.official_root, input_size=size)
@@ -154,7 +166,8 @@ def _memory(family: str, kind: str, batch: int, size: int, args: argparse.Namesp
     env_path = os.pathsep.join(filter(None, [str(TOOLS), os.environ.get('PYTHONPATH')]))
     os.environ['PYTHONPATH'] = env_path  # the children import side_by_side / _official_builders
     jobs = {'ours': ('side_by_side:build_ours',
-                     {'name': spec.ours, 'kind': kind, 'kwargs': spec.ours_dense_kwargs if kind == 'dense' else {}}),
+                     {'name': spec.ours, 'kind': kind, 'kwargs': spec.ours_dense_kwargs if kind == 'dense' else {},
+                      'norm_eval': kind == 'dense' and spec.dense_norm_eval}),
             'official': ('_official_builders:build',
                          {'family': family, 'kind': kind, 'root': str(args.official_root), 'input_size': size})}
     result = {}
@@ -175,7 +188,8 @@ def run_family(family: str, args: argparse.Namespace) -> dict[str, Any]:
     spec = FAMILIES[family]
     entry: dict[str, Any] = {'ours': spec.ours, 'official_repo': spec.repo, 'official_commit': spec.commit,
                              'official_branch': spec.branch, 'official_classifier': spec.classifier,
-                             'official_dense': spec.dense, 'ours_dense_kwargs': spec.ours_dense_kwargs}
+                             'official_dense': spec.dense, 'ours_dense_kwargs': spec.ours_dense_kwargs,
+                             'dense_norm_eval': spec.dense_norm_eval}
     cmd = [sys.executable, str(Path(__file__).resolve()), '--worker', family, '--official-root',
            str(args.official_root), '--threads', str(args.threads), '--batch-size', str(args.batch_size),
            '--dense-size', str(args.dense_size), '--dense-batch', str(args.dense_batch), '--repeats',
