@@ -1,0 +1,239 @@
+"""tools/model_cards.py's generated card sections (mixed precision, side by side, training cost)
+and tools/mixed_precision.py's measurements."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / 'tools'))
+import mixed_precision  # noqa: E402
+import model_cards  # noqa: E402
+
+from zoo_testutils import parity_checkpoint, parity_input  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+
+
+def _stat(median: float, q25: float, q75: float) -> dict:
+    return dict(median=median, q25=q25, q75=q75, min=q25, max=q75, n=3)
+
+
+def _mixed() -> dict:
+    def dtype(autocast: float, official: float | None, bound: float, finite: bool = True) -> dict:
+        return dict(autocast_err=autocast, cast_err=autocast / 2, official_autocast_err=official,
+                    official_cast_err=official, autocast_bound=bound, cast_bound=bound, features_512_finite=finite)
+    return {'settings': {'command': 'python tools/mixed_precision.py --json X', 'torch': '2.x', 'threads': 1},
+            'models': {'van_b0': {'load_avg': {'start': [1.25, 1.0, 1.0], 'end': [1.5, 1.0, 1.0]},
+                                  'bfloat16': dtype(4.5e-3, 5e-3, 7.5e-3),
+                                  'float16': dtype(2.0e-3, 1e-3, 1.5e-3, finite=False)}}}
+
+
+def _side() -> dict:
+    def step(size: int, thr: float, mem: float) -> dict:
+        return {'batch_size': 2, 'input_size': size, 'throughput_ratio': thr, 'memory_ratio': mem,
+                'speed': {'ours': {'img_per_s': 3.0 * thr}, 'official': {'img_per_s': 3.0}},
+                'memory': {'ours': {'peak_mb': 500.0 * mem}, 'official': {'peak_mb': 500.0}}}
+    return {'settings': {'threads': 1, 'repeats': 3, 'warmup': 1, 'classifier': {'batch_size': 4, 'input_size': 224},
+                         'dense': {'batch_size': 2, 'input_size': 512}},
+            'notes': ['applies to all', 'LITv2: only for litv2'],
+            'runs': [{'families': ['van', 'litv2']}],
+            'families': {
+                'van': {'ours': 'van_b0', 'official_repo': 'https://example.org/VAN', 'official_commit': 'e19779b53a1b',
+                        'load_speed': {'start': [2.0, 1.5, 1.0], 'end': [2.5, 1.5, 1.0]},
+                        'classifier': step(224, 1.25, 0.75), 'dense': step(512, 0.8, 1.0001)},
+                'litv2': {'ours': 'litv2_small', 'classifier': step(224, 1.5, 0.5)}}}
+
+
+def _bench_with_train() -> dict:
+    entry = {'eager': {'batch_size': 32, 'img_per_s': _stat(4.9, 4.78, 4.93), 'latency_ms': _stat(6531.0, 6500, 6600)},
+             'memory': {'peak_mb': _stat(2617.0, 2617.0, 2617.0)}}
+    compiled = dict(entry, compile={'img_per_s': _stat(7.25, 7.0, 7.5), 'compile_s': 42.0})
+    return {'machine': {'cpu_model': 'Test CPU', 'torch': '2.x'},
+            'runs': [{'argv': ['van_b0', '--train', '--threads', '1'], 'models': ['van_b0']}],
+            'models': {'van_b0': {'speed': {}, 'load_avg': {'start': [9.0, 9.0, 9.0]},
+                                  'train_load_avg': {'start': [1.5, 1.0, 1.0], 'end': [1.75, 1.0, 1.0]},
+                                  'train': {'dense@512x512/b2': {'float32': {'plain': compiled}},
+                                            'classifier@224x224/b32': {'bfloat16': {'grad_ckpt': entry},
+                                                                       'float32': {'plain': entry}}}},
+                       'van_b1': {'gmacs': 1.0}}}
+
+
+def _row(lines: list[str], start: str) -> list[str]:
+    return [c.strip() for c in next(line for line in lines if line.startswith(start)).strip('|').split('|')]
+
+
+def test_mixed_precision_section_shows_ours_official_and_bold_over_bound():
+    lines = model_cards.render_family_mixed(_mixed(), ['van_b0', 'van_b1'])
+    assert lines[0] == model_cards.MIXED_BEGIN and lines[-1] == model_cards.MIXED_END
+    # bf16 within its bound; fp16 autocast 2e-3 > 1.5e-3 is bold, its cast (1e-3) is not; fp16 features not finite
+    assert _row(lines, '| `van_b0`') == ['`van_b0`', '4.5e-03 / 5.0e-03', '**2.0e-03 / 1.0e-03**',
+                                        '2.2e-03 / 5.0e-03', '1.0e-03 / 1.0e-03', 'yes / **no**']
+    text = '\n'.join(lines)
+    assert 'Not measured yet: `van_b1`.' in text
+    assert '`python tools/mixed_precision.py --json X`' in text and 'load average (1 min) 1.25–1.50' in text
+    readme = '\n'.join(model_cards.render_mixed(_mixed(), ['van_b0', 'van_b1']))
+    assert '| `van_b0` | 4.5e-03 / 5.0e-03 |' in readme and 'Not measured yet (1): `van_b1`.' in readme
+    assert model_cards.render_mixed({}, ['van_b0']) == []
+
+
+def test_side_by_side_section_shows_ratios_and_bolds_misses():
+    lines = model_cards.render_family_side_by_side(_side(), 'van')
+    assert lines[0] == model_cards.SIDE_BEGIN and lines[-1] == model_cards.SIDE_END
+    assert _row(lines, '| classifier') == ['classifier 224x224, batch 2', '3.75', '3.00', '1.25x', '375', '500',
+                                           '0.75x']
+    # throughput below 1 and memory above 1 miss the goal; 1.0001 keeps a third digit
+    assert _row(lines, '| dense') == ['dense 512x512, batch 2', '2.40', '3.00', '**0.80x**', '500', '500',
+                                      '**1.000x**']
+    text = '\n'.join(lines)
+    assert '- applies to all' in text and 'LITv2' not in text  # a note addressed to another family
+    assert 'e19779b' in text and 'e19779b53a1b' not in text
+    assert '--families van litv2 --batch-size 4 --dense-size 512 --dense-batch 2 --threads 1' in text
+    assert '2.00 / 1.50 / 1.00 at the start' in text
+    assert '- LITv2: only for litv2' in '\n'.join(model_cards.render_family_side_by_side(_side(), 'litv2'))
+    absent = model_cards.render_family_side_by_side(_side(), 'halonet')
+    assert len(absent) == 5 and 'no official training code' in absent[3]
+    readme = model_cards.render_side_by_side(_side(), ['halonet', 'litv2', 'van'])
+    assert '| [van](van.md) | `van_b0` | 1.25x | 0.75x | **0.80x** | **1.000x** |' in readme
+    assert '| [litv2](litv2.md) | `litv2_small` | 1.50x | 0.50x | — | — |' in readme
+    assert 'No official training code to compare with: halonet.' in readme
+
+
+def test_training_section_shows_the_train_entries():
+    lines = model_cards.render_family_training(_bench_with_train(), ['van_b0', 'van_b1'])
+    assert lines[0] == model_cards.TRAIN_BEGIN and lines[-1] == model_cards.TRAIN_END
+    rows = [line for line in lines if line.startswith('| `van_b0`')]
+    # classifier before dense, float32 before bfloat16; compile columns because one entry has them
+    assert [c.strip() for c in rows[0].strip('|').split('|')] == [
+        '`van_b0`', '`classifier@224x224/b32`', 'float32', 'plain', '4.90 [4.78–4.93]', '6531', '2617', '—', '—']
+    assert rows[1].startswith('| `van_b0` | `classifier@224x224/b32` | bfloat16 | grad_ckpt |')
+    assert rows[2].endswith('| 7.25 [7.00–7.50] | 42 |')
+    text = '\n'.join(lines)
+    assert '`python tools/benchmark.py van_b0 --train --threads 1`' in text
+    assert 'load average (1 min) 1.50–1.75' in text  # the training run's, not the inference run's
+    assert 'Not measured yet: `van_b1`.' in text
+    readme = model_cards.render_training(_bench_with_train(), ['van_b0', 'van_b1'])
+    assert '| `van_b0` | `classifier@224x224/b32` | 4.90 / — | — / 4.90 | 2617 / — | — / 2617 |' in readme
+
+
+def test_training_section_without_train_entries():
+    for bench in ({}, {'models': {'van_b0': {'gmacs': 1.0}}}):
+        lines = model_cards.render_family_training(bench, ['van_b0'])
+        assert 'Not measured yet' in lines[3] and lines[-1] == model_cards.TRAIN_END
+        assert 'Not measured yet' in model_cards.render_training(bench, ['van_b0'])[-1]
+
+
+def test_update_family_card_replaces_only_its_own_section():
+    card = '# VAN\n\nhand-written\n'
+    backends = [model_cards.BACKENDS_BEGIN, 'backends v1', model_cards.BACKENDS_END]
+    mixed = [model_cards.MIXED_BEGIN, 'mixed v1', model_cards.MIXED_END]
+    card = model_cards.update_family_card(card, backends)  # the default pair: the backend markers
+    card = model_cards.update_family_card(card, mixed, mixed[0], mixed[-1])
+    assert card.index('backends v1') < card.index('mixed v1') and card.startswith('# VAN\n\nhand-written\n\n')
+    updated = model_cards.update_family_card(card, [mixed[0], 'mixed v2', mixed[-1]], mixed[0], mixed[-1])
+    assert updated == card.replace('mixed v1', 'mixed v2')
+    again = model_cards.update_family_card(updated, [backends[0], 'backends v2', backends[-1]])
+    assert again == updated.replace('backends v1', 'backends v2')
+
+
+def test_check_notices_a_stale_generated_card_section(tmp_path):
+    inputs = {'bench': _bench_with_train(), 'mixed': _mixed(), 'side': _side()}
+    for name, doc in inputs.items():
+        (tmp_path / f'{name}.json').write_text(json.dumps(doc))
+    published = tmp_path / 'published.json'
+    published.write_text(json.dumps({'van_b0': {'top1': 75.4}}))
+    out = tmp_path / 'cards'
+    out.mkdir()
+    (out / 'van.md').write_text('# VAN\n\nhand-written\n')
+    args = ['--bench', str(tmp_path / 'bench.json'), '--mixed-precision', str(tmp_path / 'mixed.json'),
+            '--side-by-side', str(tmp_path / 'side.json'), '--backends', str(tmp_path / 'absent.json'),
+            '--published', str(published), '--out', str(out), '--models', 'van_b0', '--no-plots']
+    assert model_cards.main(args) == 0
+    card = (out / 'van.md').read_text()
+    assert card.startswith('# VAN\n\nhand-written\n\n' + model_cards.MIXED_BEGIN)
+    assert [card.count(m) for m in (model_cards.MIXED_END, model_cards.SIDE_END, model_cards.TRAIN_END)] == [1, 1, 1]
+    assert model_cards.BACKENDS_BEGIN not in card  # no backends.json: no backend section
+    readme = (out / 'README.md').read_text()
+    assert '## Mixed precision' in readme and '## Training side by side' in readme and '## Training cost' in readme
+    assert model_cards.main(args + ['--check']) == 0
+    assert model_cards.main(args) == 0 and (out / 'van.md').read_text() == card  # idempotent
+    for old, new in (('4.5e-03 / 5.0e-03', '9.9e-03 / 5.0e-03'), ('1.25x', '9.99x'), ('4.90 [4.78', '9.90 [4.78')):
+        (out / 'van.md').write_text(card.replace(old, new, 1))
+        assert model_cards.main(args + ['--check']) == 1, old
+    (out / 'van.md').write_text(card)
+    assert model_cards.main(args + ['--check']) == 0
+
+
+class _Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def test_measure_logits_against_a_hand_computation():
+    torch.manual_seed(0)
+    model, x = _Tiny().eval(), torch.randn(3, 8)
+    got = mixed_precision.measure_logits(model, x)
+    ref = model(x).detach()
+    for name, dtype in (('bfloat16', torch.bfloat16), ('float16', torch.float16)):
+        # autocast runs each linear in dtype and relu on its output; the cast model does the same here
+        w1, b1, w2, b2 = (p.detach().to(dtype) for p in (model.fc1.weight, model.fc1.bias,
+                                                          model.fc2.weight, model.fc2.bias))
+        y = F.linear(torch.relu(F.linear(x.to(dtype), w1, b1)), w2, b2).float()
+        expected = ((y - ref).abs().max() / ref.abs().max()).item()
+        assert got[name]['autocast_err'] == pytest.approx(expected, rel=1e-6)
+        assert got[name]['cast_err'] == pytest.approx(expected, rel=1e-6)
+        assert 0 < expected < 0.05
+    out = mixed_precision.with_official('van_b0', got, {'van_b0': {'float16': 2e-3, 'model_float16': 'n/a'}})
+    assert out['float16']['autocast_bound'] == pytest.approx(3e-3)
+    assert out['float16']['autocast_ratio'] == pytest.approx(got['float16']['autocast_err'] / 2e-3)
+    assert out['float16']['cast_bound'] == 1e-2 and out['float16']['cast_ratio'] is None  # no official value
+    assert out['bfloat16']['official_autocast_err'] is None and out['bfloat16']['autocast_bound'] == 5e-2
+
+
+def test_weights_and_inputs_are_the_tests(tmp_path):
+    # the tool reimplements the parity checkpoint (tools do not import tests): same file contents
+    ours = torch.load(mixed_precision.write_parity_checkpoint('van_b0', tmp_path / 'a.pth'))
+    theirs = torch.load(parity_checkpoint('van_b0', tmp_path / 'b.pth'))
+    assert ours.keys() == theirs.keys()
+    flat = [(ours, theirs)] if not isinstance(next(iter(ours.values())), dict) else [(ours[k], theirs[k]) for k in ours]
+    for a, b in flat:
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.equal(mixed_precision.model_input('van_b0'), parity_input('van_b0'))
+    assert mixed_precision.model_input('van_b1').shape == (2, 3, 224, 224)
+
+
+def test_main_merges_per_model(tmp_path):
+    path = tmp_path / 'mp.json'
+    path.write_text(json.dumps({'models': {'other': {'bfloat16': {'autocast_err': 1.0}}}}))
+    assert mixed_precision.main(['van_b0', '--no-features', '--json', str(path)]) == 0
+    doc = json.loads(path.read_text())
+    assert doc['models']['other'] == {'bfloat16': {'autocast_err': 1.0}}
+    entry = doc['models']['van_b0']
+    assert entry['weights'] == 'parity checkpoint' and entry['input_shape'] == [2, 3, 224, 224]
+    # van_b0 has an official measurement: the test's bound is 1.5x it, and ours is within
+    for dtype in ('bfloat16', 'float16'):
+        assert entry[dtype]['autocast_bound'] == pytest.approx(1.5 * entry[dtype]['official_autocast_err'])
+        assert entry[dtype]['autocast_err'] <= entry[dtype]['autocast_bound']
+    assert doc['settings']['threads'] == 1 and '--no-features' in doc['settings']['command']
+    assert doc['runs'][-1]['load_avg']['end'] is not None
+
+
+def test_mixed_precision_section_explains_a_miss_from_tiny_logits():
+    doc = _mixed()
+    doc['models']['van_b0']['logits_absmax'] = 2.0e-6
+    doc['models']['van_b0']['weights'] = 'seeded init'
+    text = '\n'.join(model_cards.render_family_mixed(doc, ['van_b0']))
+    assert "`van_b0` misses the test's bound: float16 autocast, float16 512x512 features not finite." in text
+    assert 'peak at 2.0e-06' in text and '6.0e-08 apart (3.0% of that peak)' in text
+    doc['models']['van_b0']['logits_absmax'] = 5.0
+    assert 'peak at' not in '\n'.join(model_cards.render_family_mixed(doc, ['van_b0']))
