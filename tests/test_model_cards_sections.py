@@ -237,3 +237,12 @@ def test_mixed_precision_section_explains_a_miss_from_tiny_logits():
     assert 'peak at 2.0e-06' in text and '6.0e-08 apart (3.0% of that peak)' in text
     doc['models']['van_b0']['logits_absmax'] = 5.0
     assert 'peak at' not in '\n'.join(model_cards.render_family_mixed(doc, ['van_b0']))
+
+
+def test_side_by_side_command_is_the_recorded_argv_when_there_is_one():
+    doc = _side()
+    assert 'rebuilt from the JSON' in '\n'.join(model_cards.render_family_side_by_side(doc, 'van'))
+    doc['runs'] = [{'families': ['van'], 'argv': ['--official-root', '/o', '--families', 'van']}]
+    text = '\n'.join(model_cards.render_family_side_by_side(doc, 'van'))
+    assert 'Command: `python tools/side_by_side.py --official-root /o --families van`.' in text
+    assert 'rebuilt' not in text

@@ -457,7 +457,7 @@ def _side_command(doc: dict, family: str) -> str:
     """The command of the run that measured ``family``: its argv if recorded, else rebuilt from the settings."""
     run = next((r for r in reversed(doc.get('runs', [])) if family in r.get('families', [])), {})
     if run.get('argv'):
-        return 'python tools/side_by_side.py ' + ' '.join(run['argv'])
+        return f"`python tools/side_by_side.py {' '.join(run['argv'])}`"
     s = doc.get('settings', {})
     args = ['--official-root OFFICIAL', '--families ' + ' '.join(run.get('families', [family]))]
     for flag, value in (('--batch-size', _dig(s, 'classifier', 'batch_size')),
@@ -467,7 +467,8 @@ def _side_command(doc: dict, family: str) -> str:
                         ('--memory-repeats', s.get('memory_repeats'))):
         if value is not None:
             args.append(f'{flag} {value}')
-    return 'python tools/side_by_side.py ' + ' '.join(args) + ' --json model_cards/side_by_side.json'
+    return (f"`python tools/side_by_side.py {' '.join(args)} --json model_cards/side_by_side.json` "
+            "(rebuilt from the JSON's settings: the run did not record its command line)")
 
 
 def _side_notes(doc: dict, family: str) -> list[str]:
@@ -515,7 +516,7 @@ def render_family_side_by_side(doc: dict, family: str) -> list[str]:
         f"fresh process. Ratios are ours / official; **bold** misses the goal (throughput below 1.0x, memory "
         f"above 1.0x). Load average (1, 5, 15 min) {_load(_dig(fam, 'load_speed', 'start'))} at the start, "
         f"{_load(_dig(fam, 'load_speed', 'end'))} at the end.",
-        f'Command: `{_side_command(doc, family)}`.',
+        f'Command: {_side_command(doc, family)}.',
         '',
         '| Step | img/s ours | img/s official | Throughput ratio | Peak MiB ours | Peak MiB official | Memory ratio |',
         '|---|---|---|---|---|---|---|',
