@@ -106,3 +106,18 @@ def test_conv_batchnorm_folding_in_halonet() -> None:
         out = fused(x)
     assert ((out - expected).abs().max() / expected.abs().max()) < 1e-4
     assert fuse_conv_batchnorm(fused) == 0  # nothing left to fold
+
+
+def test_calibrate_batchnorm_statistics_takes_the_batch_statistics() -> None:
+    from zoo.layers import calibrate_batchnorm_statistics
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 5, 1), nn.BatchNorm2d(5)).eval()
+    images = torch.randn(3, 3, 9, 9) * 5 + 2
+    calibrate_batchnorm_statistics(model, images)
+    assert not model.training and model[1].momentum == 0.1  # mode and momentum restored
+    with torch.no_grad():
+        h = model[0](images)
+        torch.testing.assert_close(model[1].running_mean, h.mean((0, 2, 3)))
+        torch.testing.assert_close(model[1].running_var, h.var((0, 2, 3), unbiased=True))
+        out = model(images)  # eval mode now normalises this batch (up to the unbiased variance)
+    torch.testing.assert_close(out.mean((0, 2, 3)), model[4].bias.detach(), atol=1e-2, rtol=0)

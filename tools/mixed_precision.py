@@ -11,7 +11,8 @@ of that dtype, no autocast), as ``max|y - y_fp32| / max|y_fp32|``; and whether t
 ``features_only`` maps of one 512x512 image are finite under autocast. The weights and inputs
 are those of tests/test_mixed_precision.py: a variant with a parity fixture (tests/data/parity)
 loads its official-format checkpoint through the normal pretrained path and runs the fixture's
-input; the others are built after ``torch.manual_seed(0)`` and run ``torch.randn(2, *input_size)``
+input; the others are built after ``torch.manual_seed(0)``, take their BatchNorm statistics
+from a batch (zoo.layers.calibrate_batchnorm_statistics) and run ``torch.randn(2, *input_size)``
 from a generator seeded 0. Next to ours, the official implementation's error on the same
 checkpoint and input (tests/data/amp_bounds.json), the bound the test holds ours to (1.5x the
 official, else 1e-2 float16 / 5e-2 bfloat16) and the ratio ours / official.
@@ -47,6 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import timm  # noqa: E402
 import torch  # noqa: E402
 from timm.models import get_pretrained_cfg  # noqa: E402
+
+from zoo.layers import calibrate_batchnorm_statistics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / 'tests' / 'data'
@@ -115,7 +118,9 @@ def build_model(name: str, features_only: bool = False) -> torch.nn.Module:
             return timm.create_model(name, pretrained=True, features_only=features_only,
                                      pretrained_cfg_overlay=dict(file=str(path))).eval()
     torch.manual_seed(0)
-    return timm.create_model(name, features_only=features_only).eval()
+    model = timm.create_model(name, features_only=features_only)
+    calibration = torch.randn(4, *get_pretrained_cfg(name).input_size, generator=torch.Generator().manual_seed(2))
+    return calibrate_batchnorm_statistics(model, calibration).eval()
 
 
 def model_input(name: str) -> torch.Tensor:

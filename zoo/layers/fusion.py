@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 __all__ = ['batchnorm_affine', 'fold_affine_into_conv_input', 'scale_conv_output', 'fold_batchnorm_after_conv',
-           'fuse_conv_batchnorm', 'fuse_for_inference']
+           'fuse_conv_batchnorm', 'fuse_for_inference', 'calibrate_batchnorm_statistics']
 
 
 def batchnorm_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,4 +106,37 @@ def fuse_for_inference(model: nn.Module) -> nn.Module:
     from timm.utils import reparameterize_model
     model = reparameterize_model(model.eval(), inplace=True)
     fuse_conv_batchnorm(model)
+    return model
+
+
+@torch.no_grad()
+def calibrate_batchnorm_statistics(model: nn.Module, images: torch.Tensor) -> nn.Module:
+    """Set every BatchNorm's running statistics to those of ``images`` (one train-mode forward).
+
+    A freshly initialised model in eval mode normalises with mean 0 and variance 1, so its
+    activations drift from layer to layer (a seeded HaloNet-50 ends with logits of 2e-6, in
+    float16's subnormal range); with statistics taken from real activations they stay at the
+    scale a trained model has. The model's mode and the momenta are restored.
+
+    Args:
+        model: the model (changed in place).
+        images: a batch it accepts.
+
+    Returns:
+        ``model``.
+    """
+    batch_norms = [m for m in model.modules()
+                   if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not batch_norms:
+        return model
+    momenta = [bn.momentum for bn in batch_norms]
+    for bn in batch_norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # a plain average over the calibration batch
+    training = model.training
+    model.train()
+    model(images)
+    model.train(training)
+    for bn, momentum in zip(batch_norms, momenta):
+        bn.momentum = momentum
     return model
