@@ -284,6 +284,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
                      'repeats': args.repeats, 'warmup': args.warmup, 'memory_repeats': args.memory_repeats,
                      'torch': torch.__version__, 'steps': args.steps},
         'load_start': os.getloadavg(), 'started': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
+        'runs': [{'argv': list(sys.argv[1:] if argv is None else argv), 'families': list(args.families)}],
         'notes': ['throughput ratio = ours img/s / official img/s (median over interleaved rounds); '
                   'memory ratio = ours peak MiB / official peak MiB (train_peak_memory, fresh process each)',
                   'stochastic depth and dropout off on both sides', LITV2_NOTE],
