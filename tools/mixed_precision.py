@@ -31,14 +31,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import shlex
 import sys
 import tempfile
 import time
 import traceback
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +51,11 @@ from zoo.layers import calibrate_batchnorm_statistics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / 'tests' / 'data'
-PARITY = DATA / 'parity'
+# The tests' own parity checkpoints and inputs (one fill rule), and benchmark.py's JSON merge.
+sys.path[:0] = [str(ROOT / 'tests'), str(ROOT / 'tools')]
+from benchmark import merge, write_json  # noqa: E402
+from zoo_testutils import parity_checkpoint, parity_fixture_names, parity_input  # noqa: E402
+
 SCHEMA = 'zoo-mixed-precision/1'
 DTYPES = {'bfloat16': torch.bfloat16, 'float16': torch.float16}
 # tests/test_mixed_precision.py: 1.5x the official error, else these
@@ -80,41 +82,14 @@ def rel_err(y: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 def parity_names() -> set[str]:
-    return {p.stem for p in PARITY.glob('*.json')}
-
-
-def _fill(key: str, shape: tuple[int, ...]) -> torch.Tensor:
-    # The parity fixtures' fill rule (tests/data/parity/README.md)
-    g = torch.Generator().manual_seed(zlib.crc32(key.encode()))
-    if key.endswith('running_mean'):
-        return 0.1 * torch.randn(shape, generator=g)
-    if key.endswith('running_var'):
-        return 0.5 + torch.rand(shape, generator=g)
-    if len(shape) == 1 and key.endswith('weight'):
-        return 1 + 0.1 * torch.randn(shape, generator=g)
-    if key.endswith('bias'):
-        return 0.02 * torch.randn(shape, generator=g)
-    fan_in = math.prod(shape[1:]) if len(shape) > 1 else (shape[0] if shape else 1)
-    return torch.randn(shape, generator=g) * fan_in ** -0.5
-
-
-def write_parity_checkpoint(name: str, path: Path) -> Path:
-    """The fixture's official-format checkpoint (as tests/zoo_testutils.parity_checkpoint writes it)."""
-    fx = json.loads((PARITY / f'{name}.json').read_text())
-    sd = {}
-    for entry in fx['state_dict']:
-        key, shape, dtype, kind = entry[:4]
-        sd[key] = (torch.tensor(entry[4], dtype=getattr(torch, dtype)).reshape(shape) if kind == 'literal'
-                   else _fill(key, tuple(shape)))
-    torch.save({fx['wrapper']: sd} if fx.get('wrapper') else sd, path)
-    return path
+    return set(parity_fixture_names())
 
 
 def build_model(name: str, features_only: bool = False) -> torch.nn.Module:
     """The float32 model with the test's deterministic weights, in eval mode."""
     if name in parity_names():
         with tempfile.TemporaryDirectory() as d:
-            path = write_parity_checkpoint(name, Path(d) / f'{name}.pth')
+            path = parity_checkpoint(name, Path(d) / f'{name}.pth')
             return timm.create_model(name, pretrained=True, features_only=features_only,
                                      pretrained_cfg_overlay=dict(file=str(path))).eval()
     torch.manual_seed(0)
@@ -126,8 +101,7 @@ def build_model(name: str, features_only: bool = False) -> torch.nn.Module:
 def model_input(name: str) -> torch.Tensor:
     """The test's input: the parity fixture's, else two seeded images at the pretrained size."""
     if name in parity_names():
-        spec = json.loads((PARITY / f'{name}.json').read_text())['input']
-        return torch.randn(*spec['shape'], generator=torch.Generator().manual_seed(spec['seed']))
+        return parity_input(name)
     return torch.randn(2, *get_pretrained_cfg(name).input_size, generator=torch.Generator().manual_seed(0))
 
 
@@ -198,22 +172,6 @@ def measure_model(name: str, features: bool = True) -> dict[str, Any]:
     result['load_avg']['end'] = _load_avg()
     result['updated'] = time.strftime('%Y-%m-%dT%H:%M:%S%z')
     return result
-
-
-def merge(into: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """Recursively merge ``new`` into ``into`` (dicts merge, everything else is replaced)."""
-    for key, value in new.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            merge(into[key], value)
-        else:
-            into[key] = value
-    return into
-
-
-def write_json(path: Path, doc: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + '.tmp')
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))
-    os.replace(tmp, path)  # atomic: an interrupted run never leaves a truncated file
 
 
 def resolve_models(args: argparse.Namespace) -> list[str]:
