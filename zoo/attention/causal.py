@@ -63,8 +63,12 @@ def soft_causal_mask(n: int, soft_rate: float = 0.0, device: torch.device | None
 def _reference(q: Tensor, k: Tensor, v: Tensor, scale: float, soft_rate: float) -> Tensor:
     dtype = torch.promote_types(q.dtype, torch.float32)
     weights = torch.softmax((q @ k.transpose(-2, -1)) * scale, dim=-1, dtype=dtype)
-    weights = weights * soft_causal_mask(q.shape[-2], soft_rate, q.device, dtype)
-    return weights.to(v.dtype) @ v
+    # weights * (r + (1 - r) * tril(ones)) without the (N, N) mask: tril's backward saves
+    # nothing, where a product with a mask made per call keeps one mask per block for autograd
+    masked = weights.tril()
+    if soft_rate:
+        masked = soft_rate * weights + (1.0 - soft_rate) * masked
+    return masked.to(v.dtype) @ v
 
 
 def _flash(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float) -> tuple[Tensor, Tensor]:
