@@ -77,7 +77,7 @@ def test_mixed_precision_section_shows_ours_official_and_bold_over_bound():
                                         '2.2e-03 / 5.0e-03', '1.0e-03 / 1.0e-03', 'yes / **no**']
     text = '\n'.join(lines)
     assert 'Not measured yet: `van_b1`.' in text
-    assert '`python tools/mixed_precision.py --json X`' in text and 'load average (1 min) 1.25–1.50' in text
+    assert '`python tools/mixed_precision.py [MODEL ...] --json model_cards/mixed_precision.json`' in text and 'load average (1 min) 1.25–1.50' in text
     readme = '\n'.join(model_cards.render_mixed(_mixed(), ['van_b0', 'van_b1']))
     assert '| `van_b0` | 4.5e-03 / 5.0e-03 |' in readme and 'Not measured yet (1): `van_b1`.' in readme
     assert model_cards.render_mixed({}, ['van_b0']) == []

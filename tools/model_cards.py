@@ -396,11 +396,12 @@ def _mixed_text(doc: dict, models: Sequence[str]) -> list[str]:
         'implementation on the same checkpoint and input (`tests/data/amp_bounds.json`; — where there is no',
         "official measurement). Autocast: `torch.autocast('cpu', dtype)`; model cast: a copy `.to(dtype)` with an",
         'input of that dtype, no autocast. Input: for variants with a parity checkpoint (`tests/data/parity`,',
-        'loaded through the pretrained path) the fixture\'s input, else the seeded initialisation and',
-        '`torch.randn(2, *input_size)` seeded 0; features: `features_only` on one 512x512 image under autocast.',
+        'loaded through the pretrained path) the fixture\'s input, else the seeded initialisation (BatchNorm',
+        'statistics from a batch) and `torch.randn(2, *input_size)` seeded 0; features: `features_only` on',
+        'one 512x512 image under autocast.',
         'tests/test_mixed_precision.py bounds ours at 1.5x the official error, else 1e-2 (float16) and 5e-2',
         '(bfloat16); **bold**: over that bound, or not finite. '
-        f"Measured with `{settings.get('command', 'python tools/mixed_precision.py')}` "
+        'Measured with `python tools/mixed_precision.py [MODEL ...] --json model_cards/mixed_precision.json` '
         f"(torch {settings.get('torch', '?')}, {settings.get('threads', '?')} thread(s)); "
         f"load average (1 min) {_loads([m.get('load_avg') for m in measured])}.",
     ]
