@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import copy
 import json
-import tempfile
+import sys
 from functools import lru_cache
 from pathlib import Path
 
 import pytest
-import timm
 import torch
 import torch.nn.functional as F
-from timm.models import get_pretrained_cfg
 
-from zoo.layers import calibrate_batchnorm_statistics
 from zoo.train_profiling import set_grad_checkpointing
-from zoo_testutils import (ALL_MODELS, DATA, SMALLEST, parity_checkpoint, parity_fixture_names, parity_input, rel_err)
+from zoo_testutils import ALL_MODELS, DATA, SMALLEST, parity_fixture_names, rel_err
+
+sys.path.append(str(Path(__file__).resolve().parents[1] / 'tools'))  # not a package
+import mixed_precision  # noqa: E402  (the models and inputs, shared with the cards' measurement)
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -56,32 +56,13 @@ def bound(name: str, dtype: str, kind: str = '') -> float:
 
 @lru_cache(maxsize=1)
 def _model(name: str, features_only: bool = False) -> torch.nn.Module:
-    """The float32 model with deterministic weights (cached: the tests of one model run in a row)."""
-    if name in PARITY_NAMES:
-        with tempfile.TemporaryDirectory() as d:
-            path = parity_checkpoint(name, Path(d) / f'{name}.pth')
-            return timm.create_model(name, pretrained=True, features_only=features_only,
-                                     pretrained_cfg_overlay=dict(file=str(path))).eval()
-    # No official-format checkpoint: the model's own seeded init. (The fill rule on our own keys
-    # drives deep stages' float32 activations past 1e6 in DaViT-S / BiFormer-S, beyond float16's
-    # range: no precision could hold them, so it would test the weights, not the model.) Its
-    # BatchNorms get statistics from a batch: with the initial mean 0 / variance 1 HaloNet-50's
-    # logits come out at 2e-6, in float16's subnormal range (the same kind of test of the weights).
-    torch.manual_seed(0)
-    model = timm.create_model(name, features_only=features_only)
-    return calibrate_batchnorm_statistics(model, _calibration_batch(name)).eval()
-
-
-def _calibration_batch(name: str) -> torch.Tensor:
-    size = get_pretrained_cfg(name).input_size
-    return torch.randn(4, *size, generator=torch.Generator().manual_seed(2))
+    """The float32 model with deterministic weights (cached: the tests of one model run in a row);
+    the same models the cards' tools/mixed_precision.py measures."""
+    return mixed_precision.build_model(name, features_only)
 
 
 def _input(name: str) -> torch.Tensor:
-    if name in PARITY_NAMES:
-        return parity_input(name)
-    size = get_pretrained_cfg(name).input_size
-    return torch.randn(2, *size, generator=torch.Generator().manual_seed(0))
+    return mixed_precision.model_input(name)
 
 
 @lru_cache(maxsize=1)
