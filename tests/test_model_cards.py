@@ -18,6 +18,16 @@ def _stat(median: float, q25: float, q75: float) -> dict:
     return dict(median=median, q25=q25, q75=q75, min=q25, max=q75, n=5)
 
 
+def _train() -> dict:
+    def step(img_per_s: float, peak_mb: float) -> dict:
+        return {'eager': {'img_per_s': _stat(img_per_s, img_per_s, img_per_s)},
+                'memory': {'peak_mb': _stat(peak_mb, peak_mb, peak_mb)}}
+    return {'classifier@224x224/b32': {'float32': {'plain': step(5.5, 2600.0), 'grad_ckpt': step(4.0, 900.0)},
+                                       'bfloat16': {'plain': step(3.0, 2000.0)}},
+            'dense@512x512/b2': {'float32': {'plain': step(1.25, 700.0)}},
+            'dense@1024x1024/b1': {'float32': {'plain': step(0.25, 1400.0)}}}
+
+
 def _bench() -> dict:
     return {
         'machine': dict(cpu_model='Test CPU', cpu_capability='AVX2', usable_cpus=2, torch_threads=2,
@@ -38,6 +48,7 @@ def _bench() -> dict:
             'onnx': {'latency': {'batch_size': 1, 'latency_ms': _stat(12.3, 12.0, 13.0)}},
             'dense_memory': {'default': {'512': {'peak_mb': _stat(40.0, 40.0, 40.0)},
                                          '1024': {'peak_mb': _stat(171.9, 171.0, 172.0)}}},
+            'train': _train(),
         }, 'van_b0[retain-memory]': {
             'load_avg': {'start': [0.5, 1.0, 1.0], 'end': [0.6, 1.0, 1.0]},
             'speed': {'default': {'eager': {
@@ -88,9 +99,15 @@ def test_table_shows_the_benchmark_numbers(tmp_path):
     assert 'Not benchmarked yet (1): `van_b1`' in text
     assert 'fp32 matmul peak 400 GFLOP/s' in text and 'batch 32' in text
     assert 'Test CPU (AVX2), 2 usable CPUs, 2 torch thread(s)' in text
-    for png in model_cards.PLOTS:  # all three have data here
+    for png in model_cards.PLOTS:  # all four have data here
         data = (out / 'plots' / png).read_bytes()
         assert data[:8] == b'\x89PNG\r\n\x1a\n' and len(data) > 5000
+
+
+def test_training_plot_takes_the_float32_steps_without_checkpointing():
+    points = model_cards._train_fp32_points({'train': _train()})
+    assert points == {'classifier': (2600.0, 5.5), 'dense@512x512': (700.0, 1.25)}
+    assert model_cards._train_fp32_points({'train': {'dense@512x512/b2': {'bfloat16': {}}}}) == {}
 
 
 def test_check_detects_a_stale_readme(tmp_path):

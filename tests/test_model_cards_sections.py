@@ -59,6 +59,7 @@ def _bench_with_train() -> dict:
             'runs': [{'argv': ['van_b0', '--train', '--threads', '1'], 'models': ['van_b0']}],
             'models': {'van_b0': {'speed': {}, 'load_avg': {'start': [9.0, 9.0, 9.0]},
                                   'train_load_avg': {'start': [1.5, 1.0, 1.0], 'end': [1.75, 1.0, 1.0]},
+                                  'train_machine': {'cpu_model': 'Train CPU', 'torch': '2.y'},
                                   'train': {'dense@512x512/b2': {'float32': {'plain': compiled}},
                                             'classifier@224x224/b32': {'bfloat16': {'grad_ckpt': entry},
                                                                        'float32': {'plain': entry}}}},
@@ -117,6 +118,7 @@ def test_training_section_shows_the_train_entries():
     text = '\n'.join(lines)
     assert '`python tools/benchmark.py van_b0 --train --threads 1`' in text
     assert 'load average (1 min) 1.50–1.75' in text  # the training run's, not the inference run's
+    assert 'Train CPU, torch 2.y' in text and 'Test CPU' not in text  # and its machine
     assert 'Not measured yet: `van_b1`.' in text
     readme = model_cards.render_training(_bench_with_train(), ['van_b0', 'van_b1'])
     assert '| `van_b0` | `classifier@224x224/b32` | 4.90 / — | — / 4.90 | 2617 / — | — / 2617 |' in readme

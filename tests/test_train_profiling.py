@@ -104,6 +104,21 @@ def test_benchmark_train_writes_the_documented_json(tmp_path):
     assert entry['batch_size'] == 1 and entry['img_per_s']['n'] == 3
 
 
+def test_benchmark_train_keeps_the_inference_machine_and_records_its_own(tmp_path):
+    out = tmp_path / 'bench.json'
+    inference_machine = {'cpu_model': 'Inference CPU', 'torch': '0.0'}
+    out.write_text(json.dumps({'machine': inference_machine, 'matmul_peak_gflops': {'median': 1.0},
+                               'models': {'van_b0': {'speed': {'default': {}}}}}))
+    code = _load_benchmark().main(['van_b0', '--train', '--quick', '--threads', '1', '--img-size', '64',
+                                   '--train-dense', '96:1', '--precision', 'float32', '--grad-ckpt', 'plain',
+                                   '--no-train-memory', '--json', str(out)])
+    doc = json.loads(out.read_text())
+    assert code == 0 and doc['machine'] == inference_machine and doc['matmul_peak_gflops'] == {'median': 1.0}
+    entry = doc['models']['van_b0']
+    assert entry['speed'] == {'default': {}} and 'train' in entry
+    assert entry['train_machine']['torch'] == torch.__version__ and entry['train_machine']['torch_threads'] == 1
+
+
 def test_benchmark_rejects_a_bad_dense_spec(capsys):
     with pytest.raises(SystemExit):
         _load_benchmark().parse_args(['van_b0', '--train', '--train-dense', '512x2'])

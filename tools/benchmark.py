@@ -44,7 +44,8 @@ fresh process (RSS growth on CPU, torch.cuda.max_memory_allocated on CUDA). JSON
     models: {NAME: {train: {STEP: {PRECISION: {CKPT: {eager | compile: {batch_size,
         img_per_s: stat, latency_ms: stat (one step), threads, compiled, compile_s},
         memory: {peak_mb: stat, baseline_mb, ...}}}}},
-        train_updated, train_load_avg: {start, end} (the inference run's keep theirs)}}
+        train_updated, train_load_avg: {start, end}, train_machine (the inference run's keep
+        theirs: the top-level machine and matmul peak describe the inference figures)}}
 STEP is 'classifier@HxW/bB' or 'dense@HxW/bB'; CKPT is 'plain' or 'grad_ckpt'.
 """
 from __future__ import annotations
@@ -426,10 +427,12 @@ def main(argv: list[str] | None = None) -> int:
     doc: dict[str, Any] = {}
     if args.json is not None and args.json.exists():
         doc = json.loads(args.json.read_text())
-        if doc.get('machine', {}).get('cpu_model') not in (None, machine['cpu_model']):
+        if not args.train and doc.get('machine', {}).get('cpu_model') not in (None, machine['cpu_model']):
             print(f'warning: {args.json} has results from another CPU ({doc["machine"]["cpu_model"]})',
                   file=sys.stderr)
-    doc.update(schema=SCHEMA, machine=machine, matmul_peak_gflops=peak.to_dict())
+    doc['schema'] = SCHEMA
+    if not args.train or 'machine' not in doc:
+        doc.update(machine=machine, matmul_peak_gflops=peak.to_dict())
     doc.setdefault('models', {})
     doc.setdefault('runs', []).append({'started': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
                                        'argv': sys.argv[1:] if argv is None else argv, 'models': names})
@@ -441,7 +444,12 @@ def main(argv: list[str] | None = None) -> int:
         key = name + suffix
         print(f'{key} ...', flush=True)
         try:
-            results[key] = bench_train(name, args) if args.train else bench_model(name, args, backends, peak.median)
+            if args.train:
+                # Each model carries the machine of its training figures: a --train run into a file of
+                # inference figures must not relabel those, and training runs may happen elsewhere.
+                results[key] = dict(bench_train(name, args), train_machine=machine)
+            else:
+                results[key] = bench_model(name, args, backends, peak.median)
         except Exception as err:  # record and go on: an --all run must reach the other models
             traceback.print_exc()
             results[key] = {'errors': {'benchmark': _error(err)}}

@@ -37,7 +37,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 CARDS = Path(__file__).resolve().parents[1] / 'model_cards'
-PLOTS = ('accuracy_vs_throughput.png', 'accuracy_vs_gmacs.png', 'memory_vs_size.png')
+PLOTS = ('accuracy_vs_throughput.png', 'accuracy_vs_gmacs.png', 'memory_vs_size.png', 'training_cost.png')
+# The training plot's steps: the classifier at its default batch and the dense step at 512x512
+TRAIN_PLOT_STEPS = ('classifier', 'dense@512x512')
 DASH = '—'
 RETAINED = 'retain-memory'  # tools/benchmark.py --retain-memory stores results as MODEL[retain-memory]
 
@@ -108,9 +110,22 @@ def collect_rows(models: Sequence[str], bench: dict, published: dict) -> list[di
                        if load],
             speed=entry.get('speed', {}),
             backends=entry.get('backends', {}),
+            train_fp32=_train_fp32_points(entry),
             benchmarked=bool(throughput),
         ))
     return rows
+
+
+def _train_fp32_points(entry: dict) -> dict[str, tuple[float, float]]:
+    """(peak MiB, img/s) of the float32 step without checkpointing, per TRAIN_PLOT_STEPS prefix."""
+    points = {}
+    for step, precisions in entry.get('train', {}).items():
+        prefix = next((p for p in TRAIN_PLOT_STEPS if step.startswith(p)), None)
+        plain = _dig(precisions, 'float32', 'plain') or {}
+        img_per_s, peak = _median(_dig(plain, 'eager', 'img_per_s')), _median(_dig(plain, 'memory', 'peak_mb'))
+        if prefix and img_per_s is not None and peak is not None:
+            points[prefix] = (peak, img_per_s)
+    return points
 
 
 def _backend_rows(rows: list[dict]) -> list[str]:
@@ -618,7 +633,7 @@ def render_family_training(bench: dict, models: Sequence[str]) -> list[str]:
               'img/s is the median [interquartile range] in the measuring process, step ms the median step time,',
               'peak MiB the resident-set growth of one step in a fresh process.', '']
     for m in measured:
-        machine = bench.get('machine', {})
+        machine = entries[m].get('train_machine') or bench.get('machine', {})
         lines.append(f"`{m}`: `{_train_command(bench, m) or 'python tools/benchmark.py ' + m + ' --train'}`; "
                      f"{machine.get('cpu_model', '?')}, torch {machine.get('torch', '?')}; load average "
                      f"(1 min) {_loads([_train_load(entries[m])])}.")
@@ -778,6 +793,7 @@ def write_plots(rows: list[dict], out_dir: Path) -> list[str]:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     out_dir.mkdir(parents=True, exist_ok=True)
     families = sorted({r['family'] for r in rows})
@@ -826,6 +842,33 @@ def write_plots(rows: list[dict], out_dir: Path) -> list[str]:
         fig.savefig(out_dir / PLOTS[2])
         plt.close(fig)
         written.append(PLOTS[2])
+
+    trained = [r for r in rows if r['train_fp32']]
+    if trained:
+        fig, axes = plt.subplots(1, len(TRAIN_PLOT_STEPS), figsize=(12, 5), dpi=110)
+        for ax, step in zip(axes, TRAIN_PLOT_STEPS):
+            for fam in families:
+                pts = [(r['name'], *r['train_fp32'][step]) for r in trained
+                       if r['family'] == fam and step in r['train_fp32']]
+                if not pts:
+                    continue
+                ax.scatter([p[1] for p in pts], [p[2] for p in pts], color=colours[fam], label=fam)
+                for name, peak, img_per_s in pts:
+                    ax.annotate(name, (peak, img_per_s), fontsize=6, xytext=(3, 3), textcoords='offset points')
+            ax.set_xscale('log')
+            ax.set_yscale('log')
+            for axis in (ax.xaxis, ax.yaxis):  # plain numbers on the log axes, no crowded minor labels
+                axis.set_major_formatter(ScalarFormatter())
+                axis.set_minor_formatter(NullFormatter())
+            ax.set_xlabel('peak memory growth of one step (MiB)')
+            ax.set_ylabel('training throughput (img/s, this machine, eager fp32)')
+            ax.set_title('classifier, default size and batch' if step == 'classifier' else 'features_only, 2x512x512')
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out_dir / PLOTS[3])
+        plt.close(fig)
+        written.append(PLOTS[3])
     return written
 
 
@@ -838,6 +881,8 @@ def planned_plots(rows: list[dict]) -> list[str]:
         plots.append(PLOTS[1])
     if any(len(r['memory_mb']) >= 2 for r in rows):
         plots.append(PLOTS[2])
+    if any(r['train_fp32'] for r in rows):
+        plots.append(PLOTS[3])
     return plots
 
 
