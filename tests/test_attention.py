@@ -272,6 +272,56 @@ def test_window_sdpa_matches_reference(H, W, window, bias_shape) -> None:
     assert_same_forward_and_grads(run('sdpa'), run('reference'), tensors)
 
 
+def _count_sdpa_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls = [0]
+    sdpa = F.scaled_dot_product_attention
+
+    def counting(*args, **kwargs):
+        calls[0] += 1
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(F, 'scaled_dot_product_attention', counting)
+    return calls
+
+
+def test_learned_finite_bias_on_cpu_skips_sdpa_math(monkeypatch: pytest.MonkeyPatch) -> None:
+    # SDPA takes its math kernel (safe softmax) when the mask needs a gradient on CPU; a finite
+    # learned bias (CrossFormer's position bias) is applied explicitly instead, same values and grads.
+    calls = _count_sdpa_calls(monkeypatch)
+    torch.manual_seed(0)
+    q, k, v = randn(2, 2, 6, 8, 4), randn(2, 2, 6, 8, 4), randn(2, 2, 6, 8, 5)
+    bias = randn(2, 12, 12)
+
+    def window(backend):
+        return lambda q, k, v, bias: za.window_attention(q, k, v, (3, 4), attn_bias=bias, backend=backend)
+
+    def dense(backend):
+        return lambda q, k, v, bias: za.dense_attention(q, k, v, attn_bias=bias, backend=backend)
+
+    assert_same_forward_and_grads(window('sdpa'), window('reference'), [q, k, v, bias])
+    flat = [t.flatten(2, 3) for t in (q, k, v)]
+    assert_same_forward_and_grads(dense('sdpa'), dense('reference'), [*flat, randn(1, 2, 48, 48)])
+    assert calls[0] == 0
+    # a bias that needs no gradient, or no grad mode, keeps the fused kernel
+    za.window_attention(q, k, v, (3, 4), attn_bias=bias)
+    with torch.no_grad():
+        za.window_attention(q, k, v, (3, 4), attn_bias=bias.requires_grad_())
+    assert calls[0] == 2
+
+
+def test_learned_bias_with_minus_inf_stays_on_sdpa(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A row of -inf (every key masked) must still give zeros and finite gradients.
+    calls = _count_sdpa_calls(monkeypatch)
+    torch.manual_seed(0)
+    q, k, v = randn(1, 2, 3, 4), randn(1, 2, 5, 4), randn(1, 2, 5, 4)
+    bias = randn(2, 3, 5)
+    bias[:, 1] = float('-inf')
+    out, grads = forward_and_grads(lambda q, k, v, b: za.dense_attention(q, k, v, attn_bias=b), [q, k, v, bias])
+    assert calls[0] == 1
+    assert torch.equal(out[:, :, 1], torch.zeros_like(out[:, :, 1]))
+    assert all(torch.isfinite(g).all() for g in grads[:3])
+
+
 ROUTED_SHAPES = dict(B=2, h=2, R=4, n_q=3, n_k=5, d=6, dv=4, topk=2)
 
 

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from zoo.layers.tracing import is_capturing
+
 
 def attend(logits: Tensor, v: Tensor, dropout_p: float = 0.0) -> Tensor:
     """Softmax the logits over the last dim (in at least float32) and average the values with them.
@@ -27,6 +29,28 @@ def attend(logits: Tensor, v: Tensor, dropout_p: float = 0.0) -> Tensor:
     weights = torch.softmax(logits.masked_fill(blocked, 0.0), dim=-1, dtype=dtype).masked_fill(blocked, 0.0)
     if dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p)
+    return weights.to(v.dtype) @ v
+
+
+def learned_bias_on_cpu(q: Tensor, attn_bias: Tensor | None) -> bool:
+    """Whether SDPA would take its math kernel only because a finite bias needs a gradient on CPU.
+
+    PyTorch's fused CPU kernel gives no gradient for its mask, so SDPA falls back to its math
+    kernel, whose safe softmax spends isneginf/all/where passes over the logits on rows with
+    every key masked. A finite bias has no such row: :func:`attend_biased` then computes what the
+    official CrossFormer code computes, without those passes (HaloNet's relative logits, a mask
+    as large as the logits, gain nothing from it and stay on SDPA). A bias holding -inf
+    stays on SDPA; so do graph captures (no data-dependent branch) and other devices.
+    """
+    return (attn_bias is not None and attn_bias.requires_grad and torch.is_grad_enabled()
+            and q.device.type == 'cpu' and not is_capturing() and not bool(torch.isneginf(attn_bias).any()))
+
+
+def attend_biased(q: Tensor, k: Tensor, v: Tensor, attn_bias: Tensor, scale: float) -> Tensor:
+    """``softmax(q k^T * scale + attn_bias) v``, softmax in at least float32, for a finite bias
+    (see :func:`learned_bias_on_cpu`); q, k, v (..., N, d) and the bias broadcastable to the logits."""
+    logits = (q @ k.transpose(-2, -1)) * scale + attn_bias
+    weights = torch.softmax(logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32))
     return weights.to(v.dtype) @ v
 
 

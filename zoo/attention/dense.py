@@ -5,7 +5,9 @@ Paths:
 - ``'reference'`` (alias ``'math'``): the logits built explicitly, bias added, masks applied,
   softmax in at least float32; the ground truth.
 - ``'sdpa'`` (default): ``torch.nn.functional.scaled_dot_product_attention``, the bias, the
-  bool mask and the causal mask merged into its one ``attn_mask``.
+  bool mask and the causal mask merged into its one ``attn_mask``; a finite learned bias on
+  CPU (which SDPA would send to its math kernel) is applied explicitly instead
+  (``_math.learned_bias_on_cpu``).
 - ``'xformers'`` (CUDA only): ``xformers.ops.memory_efficient_attention`` on its
   (B, N, heads, d) layout, with its ``LowerTriangularMask`` for a plain causal call, else one
   dense (B, heads, Nq, Nk) float tensor bias holding the bias and every mask.
@@ -19,7 +21,7 @@ from torch import Tensor
 
 from ._backends import Pattern
 from ._checks import check_broadcast, check_float_bias, check_qkv, describe, resolve_scale
-from ._math import attend
+from ._math import attend, attend_biased, learned_bias_on_cpu
 
 __all__ = ['dense_attention']
 
@@ -47,6 +49,8 @@ def _sdpa(
     q: Tensor, k: Tensor, v: Tensor, *, attn_bias: Tensor | None, attn_mask: Tensor | None,
     scale: float, is_causal: bool, dropout_p: float,
 ) -> Tensor:
+    if attn_mask is None and not is_causal and dropout_p == 0.0 and learned_bias_on_cpu(q, attn_bias):
+        return attend_biased(q, k, v, attn_bias, scale)
     allowed = attn_mask
     if is_causal and (attn_bias is not None or attn_mask is not None):
         # SDPA refuses is_causal together with a mask, so the causal mask joins the others.

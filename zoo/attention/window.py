@@ -6,7 +6,8 @@ Paths:
 - ``'reference'`` (alias ``'math'``): windows partitioned, logits built explicitly; the ground
   truth.
 - ``'sdpa'`` (default): one ``F.scaled_dot_product_attention`` call with the windows folded
-  into the head dim, so that a per-window bias broadcasts over the batch as a view.
+  into the head dim, so that a per-window bias broadcasts over the batch as a view (a finite
+  learned bias on CPU is applied explicitly in the same layout: ``_math.learned_bias_on_cpu``).
 - ``'natten'``: NATTEN's blocked neighbourhood attention, ``natten.functional.na2d`` with
   ``kernel_size = stride = window``: query tile ``(i, j)`` of ``wh x ww`` tokens shares the
   neighbourhood of ``wh x ww`` keys, which on a map that is a multiple of the window is exactly
@@ -26,7 +27,7 @@ from torch import Tensor
 
 from ._backends import BackendNotSupported, Pattern
 from ._checks import check_broadcast, check_float_bias, check_qkv, positive_int, resolve_scale
-from ._math import attend, merge_windows, partition_windows, window_bias
+from ._math import attend, attend_biased, learned_bias_on_cpu, merge_windows, partition_windows, window_bias
 from .dense import xformers_bias
 
 __all__ = ['window_attention', 'natten_refusal']
@@ -56,7 +57,10 @@ def _sdpa(q: Tensor, k: Tensor, v: Tensor, window_size: tuple[int, int], *,
     mask = None
     if attn_bias is not None:
         mask = window_bias(attn_bias).expand(h, n_windows, n, n).reshape(1, h * n_windows, n, n)
-    out = F.scaled_dot_product_attention(qw, kw, vw, attn_mask=mask, scale=scale)
+    if learned_bias_on_cpu(qw, mask):
+        out = attend_biased(qw, kw, vw, mask, scale)
+    else:
+        out = F.scaled_dot_product_attention(qw, kw, vw, attn_mask=mask, scale=scale)
     return merge_windows(out.reshape(B, h, n_windows, n, out.shape[-1]), q.shape[2:4], window_size)
 
 
