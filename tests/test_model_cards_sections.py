@@ -240,6 +240,18 @@ def test_mixed_precision_section_explains_a_miss_from_tiny_logits():
     assert 'peak at' not in '\n'.join(model_cards.render_family_mixed(doc, ['van_b0']))
 
 
+def test_side_by_side_entries_of_one_card_each_get_a_table():
+    doc = _side()
+    pp = dict(doc['families']['van'], ours='van_pp', card='van', settings={'threads': 2, 'repeats': 7})
+    doc['families']['van_pp'] = pp
+    text = '\n'.join(model_cards.render_family_side_by_side(doc, 'van'))
+    assert '### `van_b0`' in text and '### `van_pp`' in text
+    assert text.count('| Step |') == 2
+    assert '2 thread(s), 7 rounds after 1 warmup' in text and '1 thread(s), 3 rounds after 1 warmup' in text
+    readme = model_cards.render_side_by_side(doc, ['van'])
+    assert '| [van](van.md) | `van_b0` |' in '\n'.join(readme) and '| [van](van.md) | `van_pp` |' in '\n'.join(readme)
+
+
 def test_side_by_side_command_is_the_recorded_argv_when_there_is_one():
     doc = _side()
     assert 'rebuilt from the JSON' in '\n'.join(model_cards.render_family_side_by_side(doc, 'van'))

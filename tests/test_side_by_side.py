@@ -53,9 +53,12 @@ def test_missing_root_and_missing_checkout_are_named(tmp_path, capsys):
 def test_every_family_names_its_checkout_and_our_smallest_variant():
     import timm
     import zoo  # noqa: F401
-    assert set(ob.FAMILIES) == {'biformer', 'davit', 'litv2', 'van', 'crossformer', 'shvit', 'ravlt', 'illama'}
+    from zoo.registry import family_of
+    assert set(ob.FAMILIES) == {'biformer', 'davit', 'litv2', 'van', 'crossformer', 'crossformer_pp', 'shvit',
+                                'ravlt', 'illama'}
     for family, spec in ob.FAMILIES.items():
         assert timm.is_model(spec.ours), spec.ours
+        assert family_of(spec.ours) == family.removesuffix('_pp')  # the card its entry lands on
         assert len(spec.commit) == 40 and spec.folder in sbs.__doc__ and spec.commit in sbs.__doc__, family
 
 

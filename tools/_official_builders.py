@@ -93,6 +93,13 @@ FAMILIES: dict[str, OfficialFamily] = {
         'models/crossformer_backbone.py CrossFormer (the dense class of the detection/segmentation factories) '
         'with the CrossFormer-T arguments, group_size 7, crs_interval 8/4/2/1 (dense recipes exist for S/B/L only)',
         ours_dense_kwargs={'lda_grouping': 'v1'}),
+    'crossformer_pp': OfficialFamily(
+        'crossformer_pp_small', 'CrossFormer-pp', 'https://github.com/cheerss/CrossFormer',
+        '795201075f0066e78408882617312084e25aef61', 'main',
+        'models/crossformer.py CrossFormer (configs/crossformer_pp/small_patch4_group_const_224.yaml arguments)',
+        'models/crossformer_backbone_det.py CrossFormer with detection/crossformer_factory.py CrossFormer_S2\'s '
+        'arguments and its configs\' group_size 7, crs_interval 8/4/2/1 (the ++-S detectors and segmenters)',
+        ours_dense_kwargs={'group_size': 7, 'interval': (8, 4, 2, 1), 'lda_grouping': 'main'}),
     'shvit': OfficialFamily(
         'shvit_s1', 'SHViT', 'https://github.com/ysj9909/SHViT',
         '6a729ccf18e0b941714b529638bd3d9bacebcef0', 'main',
@@ -413,6 +420,24 @@ def _crossformer(path: Path, kind: str) -> nn.Module:
     return mod.CrossFormer(img_size=[1280, 800], crs_interval=[8, 4, 2, 1], **args)
 
 
+def _crossformer_pp(path: Path, kind: str) -> nn.Module:
+    _on_path(path)
+    _package('models', path / 'models')
+    args = dict(patch_size=[4, 8, 16, 32], in_chans=3, num_classes=1000, embed_dim=64, depths=[2, 2, 18, 2],
+                num_heads=[2, 4, 8, 16], qkv_bias=True, qk_scale=None, drop_rate=0.,
+                drop_path_rate=0., patch_norm=True, use_checkpoint=False, merge_size=[[2, 4]] * 3,
+                adaptive_interval=False, use_acl=True)
+    if kind == 'classifier':
+        mod = importlib.import_module('models.crossformer')
+        # the classifier takes one MLP ratio per stage (config.py's default), the dense class one
+        return mod.CrossFormer(img_size=224, group_size=[4, 4, 14, 7], crs_interval=[4, 2, 1, 1], ape=False,
+                               mlp_ratio=[4.] * 4, group_type='constant', use_cpe=False, pad_type=0, no_mask=False,
+                               **args)
+    mod = importlib.import_module('models.crossformer_backbone_det')
+    return mod.CrossFormer(img_size=[1024, 1024], group_size=[7, 7, 7, 7], crs_interval=[8, 4, 2, 1], mlp_ratio=4,
+                           **args)
+
+
 def _shvit(path: Path, kind: str) -> nn.Module:
     _package('model', path / 'model')
     build_mod = importlib.import_module('model.build')
@@ -444,7 +469,7 @@ def _illama(path: Path, kind: str, input_size: int = 224) -> nn.Module:
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     'biformer': _biformer, 'davit': _davit, 'litv2': _litv2, 'van': _van, 'crossformer': _crossformer,
-    'shvit': _shvit, 'ravlt': _ravlt, 'illama': _illama,
+    'crossformer_pp': _crossformer_pp, 'shvit': _shvit, 'ravlt': _ravlt, 'illama': _illama,
 }
 
 

@@ -510,16 +510,16 @@ def _side_step_row(label: str, step: dict) -> str:
         _ratio(mem, mem is not None and mem > 1.0)]) + ' |'
 
 
-def render_family_side_by_side(doc: dict, family: str) -> list[str]:
-    """The generated side-by-side section of a family card (between SIDE_BEGIN and SIDE_END)."""
-    lines = [SIDE_BEGIN, '## Training side by side with the official code', '']
-    fam = doc.get('families', {}).get(family)
-    if fam is None:
-        return lines + ['No entry in `model_cards/side_by_side.json`: there is no official training code to '
-                        'measure against.', SIDE_END]
-    s = doc.get('settings', {})
+def _side_entries(doc: dict, family: str) -> list[tuple[str, dict]]:
+    """The side-by-side entries shown on the card of ``family``: its own and those naming it as
+    their card (CrossFormer++ on the CrossFormer card)."""
+    return [(key, fam) for key, fam in doc.get('families', {}).items() if fam.get('card', key) == family]
+
+
+def _render_side_entry(doc: dict, key: str, fam: dict) -> list[str]:
+    s = {**doc.get('settings', {}), **fam.get('settings', {})}  # a later run of some families has its own
     commit = (fam.get('official_commit') or '')[:7]
-    lines += [
+    lines = [
         f"`{fam.get('ours')}` against the official code ({fam.get('official_repo')} at `{commit}`"
         + (f", branch {fam['official_branch']}" if fam.get('official_branch') else '') + '), one training step',
         '(zeroed grads, forward, loss, backward) of each in the same process, alternating, same inputs:',
@@ -532,15 +532,29 @@ def render_family_side_by_side(doc: dict, family: str) -> list[str]:
         f"fresh process. Ratios are ours / official; **bold** misses the goal (throughput below 1.0x, memory "
         f"above 1.0x). Load average (1, 5, 15 min) {_load(_dig(fam, 'load_speed', 'start'))} at the start, "
         f"{_load(_dig(fam, 'load_speed', 'end'))} at the end.",
-        f'Command: {_side_command(doc, family)}.',
+        f'Command: {_side_command(doc, key)}.',
         '',
         '| Step | img/s ours | img/s official | Throughput ratio | Peak MiB ours | Peak MiB official | Memory ratio |',
         '|---|---|---|---|---|---|---|',
         *[_side_step_row(step, fam[step]) for step in SIDE_STEPS if step in fam],
     ]
-    notes = _side_notes(doc, family)
+    notes = _side_notes(doc, key)
     if notes:
         lines += ['', 'Notes:', '', *[f'- {note}' for note in notes]]
+    return lines
+
+
+def render_family_side_by_side(doc: dict, family: str) -> list[str]:
+    """The generated side-by-side section of a family card (between SIDE_BEGIN and SIDE_END)."""
+    lines = [SIDE_BEGIN, '## Training side by side with the official code', '']
+    entries = _side_entries(doc, family)
+    if not entries:
+        return lines + ['No entry in `model_cards/side_by_side.json`: there is no official training code to '
+                        'measure against.', SIDE_END]
+    for i, (key, fam) in enumerate(entries):
+        if len(entries) > 1:
+            lines += ([''] if i else []) + [f"### `{fam.get('ours')}`", '']
+        lines += _render_side_entry(doc, key, fam)
     return lines + [SIDE_END]
 
 
@@ -556,15 +570,15 @@ def render_side_by_side(doc: dict, families: Sequence[str]) -> list[str]:
              '|---|---|---|---|---|---|']
     absent = []
     for family in families:
-        fam = doc.get('families', {}).get(family)
-        if fam is None:
+        entries = _side_entries(doc, family)
+        if not entries:
             absent.append(family)
-            continue
-        cells = []
-        for step in SIDE_STEPS:
-            thr, mem = _dig(fam, step, 'throughput_ratio'), _dig(fam, step, 'memory_ratio')
-            cells += [_ratio(thr, thr is not None and thr < 1.0), _ratio(mem, mem is not None and mem > 1.0)]
-        lines.append(f"| [{family}]({family}.md) | `{fam.get('ours')}` | " + ' | '.join(cells) + ' |')
+        for _, fam in entries:
+            cells = []
+            for step in SIDE_STEPS:
+                thr, mem = _dig(fam, step, 'throughput_ratio'), _dig(fam, step, 'memory_ratio')
+                cells += [_ratio(thr, thr is not None and thr < 1.0), _ratio(mem, mem is not None and mem > 1.0)]
+            lines.append(f"| [{family}]({family}.md) | `{fam.get('ours')}` | " + ' | '.join(cells) + ' |')
     if absent:
         lines += ['', 'No official training code to compare with: ' + ', '.join(absent) + '.']
     return lines

@@ -35,6 +35,8 @@ VAN-Classification  github.com/Visual-Attention-Network/          e19779b53a1b08
                     VAN-Classification
 CrossFormer-v1      github.com/cheerss/CrossFormer                4fbf7501d6923f2564e8cb6d08a2d0138fc24a16
                                                                   (branch crossformer: CrossFormer v1)
+CrossFormer-pp      github.com/cheerss/CrossFormer                795201075f0066e78408882617312084e25aef61
+                                                                  (branch main: CrossFormer++)
 SHViT               github.com/ysj9909/SHViT                      6a729ccf18e0b941714b529638bd3d9bacebcef0
 RALA (or RAVLT)     github.com/qhfan/RALA (RAVLT's code)          a86314f62103c21a1c7e6d826fe4cb0f5586e7b0
 iLLaMA              github.com/techmonsterwang/iLLaMA             dfc93b974283cec7a1410122fc6d3a007a8c0039
@@ -45,8 +47,8 @@ checkout 4fbf750``. The official code needs its own pure-Python dependency ``ein
 (BiFormer, RAVLT) importable (e.g. ``PYTHONPATH=dir-with-einops``). The official files import
 mmcv 1.x / mmdet 2.x / mmengine helpers that are not part of the models: they get stand-ins
 (``tools/_official_builders.py``), and LITv2's CUDA-only deformable conv runs as
-``torchvision.ops.deform_conv2d`` with the official layer's parameters. CrossFormer++ (branch
-main) is not measured yet. Nothing of the official code is imported by the zoo.
+``torchvision.ops.deform_conv2d`` with the official layer's parameters. Nothing of the official
+code is imported by the zoo.
 """
 from __future__ import annotations
 
@@ -186,7 +188,9 @@ def _memory(family: str, kind: str, batch: int, size: int, args: argparse.Namesp
 def run_family(family: str, args: argparse.Namespace) -> dict[str, Any]:
     """Speed (worker process) and memory (one child per side and step) of one family, with the ratios."""
     spec = FAMILIES[family]
-    entry: dict[str, Any] = {'ours': spec.ours, 'official_repo': spec.repo, 'official_commit': spec.commit,
+    from zoo.registry import family_of
+    entry: dict[str, Any] = {'ours': spec.ours, 'card': family_of(spec.ours),
+                             'settings': _settings(args), 'official_repo': spec.repo, 'official_commit': spec.commit,
                              'official_branch': spec.branch, 'official_classifier': spec.classifier,
                              'official_dense': spec.dense, 'ours_dense_kwargs': spec.ours_dense_kwargs,
                              'dense_norm_eval': spec.dense_norm_eval}
@@ -237,6 +241,14 @@ def _table(results: dict[str, Any], steps: list[str]) -> str:
     return '\n'.join('  '.join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
 
 
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The run's settings (also stored per family: a later run of some families may differ)."""
+    return {'threads': args.threads, 'classifier': {'batch_size': args.batch_size, 'input_size': 224},
+            'dense': {'batch_size': args.dense_batch, 'input_size': args.dense_size},
+            'repeats': args.repeats, 'warmup': args.warmup, 'memory_repeats': args.memory_repeats,
+            'torch': torch.__version__, 'steps': args.steps}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -279,10 +291,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         print(_WORKER_MARK + json.dumps(run_worker(args.worker, args)), flush=True)
         return None
     results: dict[str, Any] = {
-        'settings': {'threads': args.threads, 'classifier': {'batch_size': args.batch_size, 'input_size': 224},
-                     'dense': {'batch_size': args.dense_batch, 'input_size': args.dense_size},
-                     'repeats': args.repeats, 'warmup': args.warmup, 'memory_repeats': args.memory_repeats,
-                     'torch': torch.__version__, 'steps': args.steps},
+        'settings': _settings(args),
         'load_start': os.getloadavg(), 'started': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
         'runs': [{'argv': list(sys.argv[1:] if argv is None else argv), 'families': list(args.families)}],
         'notes': ['throughput ratio = ours img/s / official img/s (median over interleaved rounds); '
