@@ -56,7 +56,7 @@ def _bench_with_train() -> dict:
              'memory': {'peak_mb': _stat(2617.0, 2617.0, 2617.0)}}
     compiled = dict(entry, compile={'img_per_s': _stat(7.25, 7.0, 7.5), 'compile_s': 42.0})
     return {'machine': {'cpu_model': 'Test CPU', 'torch': '2.x'},
-            'runs': [{'argv': ['van_b0', '--train', '--threads', '1'], 'models': ['van_b0']}],
+            'runs': [{'argv': ['van_b1', 'van_b0', '--train', '--threads', '1'], 'models': ['van_b1', 'van_b0']}],
             'models': {'van_b0': {'speed': {}, 'load_avg': {'start': [9.0, 9.0, 9.0]},
                                   'train_load_avg': {'start': [1.5, 1.0, 1.0], 'end': [1.75, 1.0, 1.0]},
                                   'train_machine': {'cpu_model': 'Train CPU', 'torch': '2.y'},

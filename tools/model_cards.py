@@ -628,7 +628,12 @@ def _train_load(entry: dict) -> dict | None:
 def _train_command(bench: dict, name: str) -> str | None:
     run = next((r for r in reversed(bench.get('runs', []))
                 if '--train' in r.get('argv', []) and name in r.get('models', [])), None)
-    return None if run is None else 'python tools/benchmark.py ' + ' '.join(run['argv'])
+    if run is None:
+        return None
+    # The command for this model alone: the run's other models measured the same way (or were
+    # cut short), so they would only mislead here.
+    flags = [a for a in run['argv'] if a not in run.get('models', [])]
+    return 'python tools/benchmark.py ' + ' '.join([name, *flags])
 
 
 def render_family_training(bench: dict, models: Sequence[str]) -> list[str]:
