@@ -881,7 +881,8 @@ def write_plots(rows: list[dict], out_dir: Path) -> list[str]:
                 axis.set_minor_formatter(NullFormatter())
             ax.set_xlabel('peak memory growth of one step (MiB)')
             ax.set_ylabel('training throughput (img/s, this machine, eager fp32)')
-            ax.set_title('classifier, default size (batch 32; 16 for the larger variants)' if step == 'classifier' else 'features_only, 2x512x512')
+            ax.set_title('classifier, default size (batch 32; 16 for the larger variants)' if step == 'classifier'
+                         else 'features_only, 2x512x512')
             ax.grid(alpha=0.3)
         axes[0].legend(fontsize=8)
         fig.tight_layout()

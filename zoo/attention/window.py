@@ -49,18 +49,18 @@ def _reference(q: Tensor, k: Tensor, v: Tensor, window_size: tuple[int, int], *,
 def _sdpa(q: Tensor, k: Tensor, v: Tensor, window_size: tuple[int, int], *,
           attn_bias: Tensor | None, scale: float) -> Tensor:
     B, h = q.shape[:2]
+    qw, kw, vw = (partition_windows(t, window_size) for t in (q, k, v))
+    if learned_bias_on_cpu(q, attn_bias):
+        # (heads, nW, N, N) broadcasts over (B, heads, nW, N, N) logits: no per-window copy
+        return merge_windows(attend_biased(qw, kw, vw, window_bias(attn_bias), scale), q.shape[2:4], window_size)
     # (B, heads, nW, N, c) -> (B, heads * nW, N, c): windows ride along the heads, so a
     # per-window bias broadcasts over the batch as a (1, heads * nW, N, N) view.
-    qw, kw, vw = (partition_windows(t, window_size) for t in (q, k, v))
     n_windows, n = qw.shape[2], qw.shape[3]
     qw, kw, vw = (t.reshape(B, h * n_windows, n, t.shape[-1]) for t in (qw, kw, vw))
     mask = None
     if attn_bias is not None:
         mask = window_bias(attn_bias).expand(h, n_windows, n, n).reshape(1, h * n_windows, n, n)
-    if learned_bias_on_cpu(qw, mask):
-        out = attend_biased(qw, kw, vw, mask, scale)
-    else:
-        out = F.scaled_dot_product_attention(qw, kw, vw, attn_mask=mask, scale=scale)
+    out = F.scaled_dot_product_attention(qw, kw, vw, attn_mask=mask, scale=scale)
     return merge_windows(out.reshape(B, h, n_windows, n, out.shape[-1]), q.shape[2:4], window_size)
 
 
