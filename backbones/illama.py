@@ -24,7 +24,10 @@ Differences from the official code, none of which changes the outputs at the off
   size, and the position embedding is resampled bicubically to the patch grid (class row
   kept last), as the official code does once when fine-tuning at 384.
 - ``forward_intermediates`` / ``features_only`` return the patch tokens of the selected
-  blocks as NCHW maps (class token dropped), for dense prediction.
+  blocks as NCHW maps (class token dropped), for dense prediction; the maps are views of the
+  tokens (channels-last strides), not copies.
+- Training keeps one N x N tensor per block for the backward pass where the official
+  autograd keeps two (the softmax, and its masked copy, which the backward remakes).
 """
 from __future__ import annotations
 

@@ -114,6 +114,45 @@ def test_fast_path_keeps_no_n_by_n_tensor_for_backward():
     assert sum(s[-2:] == (n, n) for s in saved) == 2, saved
 
 
+@pytest.mark.parametrize('rate', [0.0, 0.3])
+def test_materialised_path_keeps_one_n_by_n_tensor_and_reference_gradients(monkeypatch, rate):
+    monkeypatch.setattr(psm, '_MATERIALISE_BYTES', 2 ** 40)
+    n = 45
+    q, k, v = _qkv((2, 3, n, 16))
+    ref = _grads(lambda *t: causal_post_softmax_attention(*t, soft_rate=rate, backend='reference'), q, k, v)
+    saved = []
+
+    def pack(t):
+        saved.append(tuple(t.shape))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fast = _grads(lambda *t: causal_post_softmax_attention(*t, soft_rate=rate, backend='sdpa'), q, k, v)
+    assert sum(s[-2:] == (n, n) for s in saved) == 1, saved  # the softmax alone (the reference: 2)
+    for name, a, b in zip(('out', 'dq', 'dk', 'dv'), fast, ref):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=name)
+    out = causal_post_softmax_attention(q, k, v, soft_rate=rate, backend='sdpa')
+    (dq,) = torch.autograd.grad(out.sum(), q, create_graph=True)
+    with pytest.raises(RuntimeError):  # an error, not a silently wrong second derivative
+        dq.sum().backward()
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_materialised_path_under_autocast_matches_reference(monkeypatch, dtype):
+    # float32 operands under autocast: it casts the matmuls' operands, the softmax stays in float32
+    monkeypatch.setattr(psm, '_MATERIALISE_BYTES', 2 ** 40)
+    q, k, v = _qkv((2, 3, 33, 16), dtype=torch.float32)
+    results = []
+    for backend in ('reference', 'sdpa'):
+        with torch.autocast('cpu', dtype=dtype):
+            out = causal_post_softmax_attention(q, k, v, soft_rate=0.2, backend=backend)
+        assert out.dtype == dtype
+        results.append(_grads(lambda *t: out, q, k, v))
+    for name, a, b in zip(('out', 'dq', 'dk', 'dv'), *results):
+        assert a.dtype == b.dtype, name
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
 def test_sdpa_materialises_small_problems(monkeypatch):
     monkeypatch.setattr(psm, '_MATERIALISE_BYTES', 32 * 2 ** 20)
     small, large = [], []

@@ -70,6 +70,12 @@ def test_post_sequence_class_token_and_intermediate_maps(tiny):
         torch.testing.assert_close(tiny(x), tiny.head(tokens[:, -1]))
         maps = tiny.forward_intermediates(x, indices=1, norm=True, intermediates_only=True)
         torch.testing.assert_close(maps[0], tokens[:, :-1].reshape(2, 6, 8, 192).permute(0, 3, 1, 2))
+        raw = tiny.forward_intermediates(x, indices=[0, 1], intermediates_only=True)
+    # NCHW maps are views of each block's tokens (class token included), not copies
+    for m in raw:
+        assert m.stride() == ((6 * 8 + 1) * 192, 1, 8 * 192, 192)
+        assert m.untyped_storage().nbytes() == 2 * (6 * 8 + 1) * 192 * 4
+    assert raw[0].untyped_storage().data_ptr() != raw[1].untyped_storage().data_ptr()
 
 
 def test_mask_semantics_inside_the_model(tiny):

@@ -80,10 +80,15 @@ class PlainViTMixin(FeatureIntermediates):
         raise NotImplementedError
 
     def _intermediate(self, index: int, state: Any, norm: bool, output_fmt: str) -> torch.Tensor:
-        """The patch tokens as a map (other tokens dropped), through the final norm if ``norm``."""
+        """The patch tokens as a map (other tokens dropped), through the final norm if ``norm``.
+
+        NCHW maps are views of the tokens in the channels-last layout, not copies: the tokens
+        are kept for the backward pass anyway, and a copy per returned block would add one
+        map per block to a training step's peak (convolutions take either layout).
+        """
         tokens, (gh, gw) = self._patch_tokens(state)
         y = (self.norm(tokens) if norm else tokens).reshape(tokens.shape[0], gh, gw, tokens.shape[-1])
-        return y if output_fmt == 'NHWC' else y.permute(0, 3, 1, 2).contiguous()
+        return y if output_fmt == 'NHWC' else y.permute(0, 3, 1, 2)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The normalised token sequence after every block (what ``forward_head`` takes)."""

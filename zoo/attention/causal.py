@@ -19,7 +19,9 @@ Paths (chosen by the rule of every op of ``zoo.attention``, see ``zoo.attention.
 
 - ``'reference'`` (alias ``'math'``): the official formula, materialising the N x N weights.
 - ``'sdpa'``: for short sequences (weights of at most ``_MATERIALISE_BYTES``, 32 MiB) the
-  plain formula, which is faster there; otherwise, on CPU in eager mode, PyTorch's fused
+  plain formula, which is faster there, with a backward that keeps only the softmax (the
+  masked weights are remade from it, so training holds one N x N tensor per call, not two);
+  otherwise, on CPU in eager mode, PyTorch's fused
   flash kernel for CPU
   (``aten._scaled_dot_product_flash_attention_for_cpu``, which also returns the log-sum-exp)
   for a causal and a full pass, and a hand-written backward built from the same kernel's
@@ -35,6 +37,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from ._backends import Pattern
 from ._checks import check_float_bias, check_qkv, positive_int, resolve_scale
@@ -60,15 +63,64 @@ def soft_causal_mask(n: int, soft_rate: float = 0.0, device: torch.device | None
 # --- backends -------------------------------------------------------------------------------
 
 
+def _post_mask(weights: Tensor, soft_rate: float, inplace: bool = False) -> Tensor:
+    """``weights * (r + (1 - r) * tril(ones))`` without the (N, N) mask (tril's backward saves
+    nothing, where a product with a mask made per call keeps one mask per block for autograd).
+    An elementwise product with a constant, so it is also its own backward. ``inplace``
+    overwrites ``weights`` when ``r = 0`` (a temporary of the backward)."""
+    if not soft_rate:
+        return weights.tril_() if inplace else weights.tril()
+    return soft_rate * weights + (1.0 - soft_rate) * weights.tril()
+
+
 def _reference(q: Tensor, k: Tensor, v: Tensor, scale: float, soft_rate: float) -> Tensor:
     dtype = torch.promote_types(q.dtype, torch.float32)
     weights = torch.softmax((q @ k.transpose(-2, -1)) * scale, dim=-1, dtype=dtype)
-    # weights * (r + (1 - r) * tril(ones)) without the (N, N) mask: tril's backward saves
-    # nothing, where a product with a mask made per call keeps one mask per block for autograd
-    masked = weights.tril()
-    if soft_rate:
-        masked = soft_rate * weights + (1.0 - soft_rate) * masked
-    return masked.to(v.dtype) @ v
+    return _post_mask(weights, soft_rate).to(v.dtype) @ v
+
+
+class _PostMaskMaterialised(torch.autograd.Function):
+    """The reference formula with one (N, N) tensor kept for the backward instead of two.
+
+    Autograd of the formula keeps the softmax ``P`` (for its own backward) and the masked
+    weights ``M`` (for the product with v). ``M`` is remade from ``P`` in the backward (one
+    elementwise pass), so a training step holds half the attention weights. Called with
+    autocast off and operands already in the dtype autocast gives a matmul (see ``_materialised``).
+    """
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, scale: float, soft_rate: float) -> Tensor:
+        dtype = torch.promote_types(q.dtype, torch.float32)
+        weights = torch.softmax((q @ k.transpose(-2, -1)) * scale, dim=-1, dtype=dtype)
+        # a view (v of a fused qkv projection) would keep its whole base alive until the backward
+        v = v.contiguous()
+        ctx.save_for_backward(q, k, v, weights)
+        ctx.scale, ctx.soft_rate = scale, soft_rate
+        return _post_mask(weights, soft_rate).to(v.dtype) @ v
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor, None, None]:
+        q, k, v, weights = ctx.saved_tensors
+        # one (N, N) temporary alive at a time beside the saved softmax
+        dv = _post_mask(weights, ctx.soft_rate).to(v.dtype).transpose(-2, -1) @ grad
+        d_weights = _post_mask((grad @ v.transpose(-2, -1)).to(weights.dtype), ctx.soft_rate, inplace=True)
+        d_logits = torch._softmax_backward_data(d_weights, weights, -1, weights.dtype)
+        del d_weights
+        d_logits = d_logits.to(q.dtype).mul_(ctx.scale)
+        return d_logits @ k, d_logits.transpose(-2, -1) @ q, dv, None, None
+
+
+def _materialised(q: Tensor, k: Tensor, v: Tensor, scale: float, soft_rate: float) -> Tensor:
+    if not torch.is_grad_enabled() or not (q.requires_grad or k.requires_grad or v.requires_grad):
+        return _reference(q, k, v, scale, soft_rate)
+    device = q.device.type
+    if torch.is_autocast_enabled(device):  # the casts autocast applies to the matmuls, in the graph
+        dtype = torch.get_autocast_dtype(device)
+        q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+        with torch.autocast(device, enabled=False):
+            return _PostMaskMaterialised.apply(q, k, v, scale, soft_rate)
+    return _PostMaskMaterialised.apply(q, k, v, scale, soft_rate)
 
 
 def _flash(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float) -> tuple[Tensor, Tensor]:
@@ -139,7 +191,7 @@ def _sdpa(q: Tensor, k: Tensor, v: Tensor, scale: float, soft_rate: float) -> Te
         return _reference(q, k, v, scale, soft_rate)
     b, h, n = q.shape[:3]
     if b * h * n * n * 4 <= _MATERIALISE_BYTES:  # small: the weights fit in cache
-        return _reference(q, k, v, scale, soft_rate)
+        return _materialised(q, k, v, scale, soft_rate)
     if (q.device.type == 'cpu' and q.shape[-1] == v.shape[-1]
             and q.dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16)):
         out = _PostMaskFlashCPU.apply(q, k, v, scale)
