@@ -32,10 +32,7 @@ Any input size already works in timm's model (no windows; every stride-2 conv pa
 so a side of n gives ceil(n / 2)); the minimum is one pixel at stride 64.
 
 Differences from timm's registration: the added tag ``official_in1k`` (official host) next
-to ``in1k`` (timm's hub copy); ``features_only`` returns the same three maps. Differences
-from timm's and the official code, with the same outputs: the model runs on channels-last
-tensors (``channels_last=False`` turns that off) and its 1x1 convs are
-``zoo.layers.PointwiseConv2d`` (matrix multiplies).
+to ``in1k`` (timm's hub copy); ``features_only`` returns the same three maps.
 The official detection backbone (SHViT-S4) uses the outputs of the three stages as they
 are (no extra norms) with an EfficientViT-style FPN neck (``necks/efficientvit_fpn.py``).
 """
@@ -52,7 +49,7 @@ from timm.models import shvit as timm_shvit
 from timm.models.shvit import SHViT as TimmSHViT
 
 from zoo.builder import build_zoo_model
-from zoo.layers import PointwiseConv2d, validate_input
+from zoo.layers import validate_input
 from zoo.registry import with_timm_tags
 from zoo.staged import FeatureIntermediates
 
@@ -63,40 +60,28 @@ class SHViT(FeatureIntermediates, TimmSHViT):
     """timm's SHViT with input validation and ``NHWC`` intermediates.
 
     Args:
-        channels_last: run on channels-last tensors (the input is converted once); outputs
-            are NCHW-shaped either way.
         **kwargs: timm's ``SHViT`` arguments (``embed_dim``, ``partial_dim``, ``qk_dim``,
             ``depth``, ``types``, ``in_chans``, ``num_classes``, ``global_pool``,
             ``drop_rate``).
     """
 
-    def __init__(self, channels_last: bool = True, **kwargs: Any):
+    def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
-        self.channels_last = channels_last
         # One output pixel at the last stride (64).
         self.min_input_size = self.feature_info[-1]['reduction']
-        # The 1x1 convs (FFNs, q/k/v, projections) as matrix multiplies: PyTorch's CPU
-        # convolution sends them to its slow im2col path. Same parameters and state-dict keys.
-        for module in self.modules():
-            if (type(module) is torch.nn.Conv2d and module.kernel_size == (1, 1) and module.stride == (1, 1)
-                    and module.padding == (0, 0) and module.dilation == (1, 1) and module.groups == 1):
-                module.__class__ = PointwiseConv2d
 
     def _check_input(self, x: torch.Tensor) -> None:
         validate_input(x, in_chans=self.in_chans, min_size=self.min_input_size,
                        weight_dtype=self.patch_embed[0].c.weight.dtype, name='SHViT')
 
-    def _to_memory_format(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
     def _forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         """The stem of the shared forward_intermediates (zoo.staged.FeatureIntermediates)."""
         self._check_input(x)
-        return self.patch_embed(self._to_memory_format(x))
+        return self.patch_embed(x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
-        return super().forward_features(self._to_memory_format(x))
+        return super().forward_features(x)
 
 
 def _official_key(key: str) -> str:
