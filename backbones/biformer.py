@@ -26,6 +26,8 @@ Differences from the official code:
   / segmentation recipes); no parameter depends on it, so one checkpoint serves them all. If
   ``n_win ** 2`` is smaller than a stage's ``topk``, all regions are used (the official code
   would fail).
+- The MLPs are ``zoo.layers.Mlp`` (timm's, same keys), whose training step keeps the hidden
+  pre-activation but not the GELU's output: one hidden-width tensor less per block.
 - timm-style module layout (``stages.{i}.downsample``, ``stages.{i}.blocks.{j}``, the final
   BatchNorm applied in ``forward_head``); ``checkpoint_filter_fn`` converts official files.
 """
@@ -36,13 +38,13 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, Mlp
+from timm.layers import DropPath
 from timm.models import generate_default_cfgs, register_model
 
 from zoo.attention import dense_attention, routed_attention
 from zoo.builder import build_zoo_model
 from zoo.checkpoint import rename_keys
-from zoo.layers import crop_to, pad_to_multiple
+from zoo.layers import Mlp, crop_to, pad_to_multiple
 from zoo.staged import Stage, StagedModel, check_global_pool, init_trunc_normal
 
 __all__ = ['BiFormer']

@@ -45,6 +45,8 @@ Differences from the official code:
 - The DPB bias is cached per (group size, device, dtype) in eval mode
   (``zoo.layers.DynamicPositionBias``) instead of running the MLP at every forward, and the
   grouped attention runs through ``zoo.attention.grouped_attention`` (SDPA).
+- The MLPs are ``zoo.layers.Mlp`` (timm's, same keys), whose training step keeps the hidden
+  pre-activation but not the GELU's output: one hidden-width tensor less per block.
 - timm-style module layout (``stages.{i}.downsample`` is the CEL before stage ``i``,
   ``stages.{i}.blocks.{j}``, the final LayerNorm applied in ``forward_head``);
   ``checkpoint_filter_fn`` converts official files and drops the v1 files' non-learned
@@ -56,7 +58,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, Mlp
+from timm.layers import DropPath
 from timm.models import generate_default_cfgs, register_model
 from timm.models._manipulate import adapt_input_conv
 
@@ -64,7 +66,7 @@ from zoo.attention import dense_attention
 from zoo.attention.grouped import grouped_attention, strided_group_size
 from zoo.builder import build_zoo_model
 from zoo.checkpoint import rename_keys
-from zoo.layers import pad_to_multiple
+from zoo.layers import Mlp, pad_to_multiple
 from zoo.layers.dynamic_position_bias import DynamicPositionBias
 from zoo.staged import Stage, StagedModel, check_global_pool, init_trunc_normal
 

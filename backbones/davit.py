@@ -22,6 +22,8 @@ sees the same cfgs and weights. What the zoo adds:
 - the spatial blocks' window attention through ``zoo.attention.window_attention``
   (:class:`SpatialWindowBlock`: same parameters and computation), so that the attention
   backend setting applies (NATTEN's blocked attention computes these bias-free windows);
+- the MLPs as ``zoo.layers.Mlp`` (timm's, keeping the hidden pre-activation only for the
+  backward: less training memory, same values);
 - the tag ``official_in1k`` beside timm's: the official evaluation settings (crop 0.9,
   bicubic: the official ``validate.py`` uses the model's default cfg) and license (MIT),
   pointing at timm's hub copy of the official weights (same values, converted layout)
@@ -45,13 +47,14 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import davit as timm_davit
 from timm.models import register_model
 from timm.models._manipulate import checkpoint
+from timm.layers import Mlp as TimmMlp
 from timm.models.davit import DaVit as TimmDaVit
 from timm.models.davit import SpatialBlock
 from timm.models.davit import checkpoint_filter_fn
 
 from zoo.attention import window_attention
 from zoo.builder import build_zoo_model
-from zoo.layers import validate_input
+from zoo.layers import Mlp, validate_input
 from zoo.registry import with_timm_tags
 from zoo.staged import FeatureIntermediates
 
@@ -105,6 +108,8 @@ class DaViT(FeatureIntermediates, TimmDaVit):
         for module in self.modules():
             if type(module) is SpatialBlock:
                 module.__class__ = SpatialWindowBlock
+            elif type(module) is TimmMlp:  # same modules, keeps one hidden tensor per step
+                module.__class__ = Mlp
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:

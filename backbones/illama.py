@@ -27,7 +27,9 @@ Differences from the official code, none of which changes the outputs at the off
   blocks as NCHW maps (class token dropped), for dense prediction; the maps are views of the
   tokens (channels-last strides), not copies.
 - Training keeps one N x N tensor per block for the backward pass where the official
-  autograd keeps two (the softmax, and its masked copy, which the backward remakes).
+  autograd keeps two (the softmax, and its masked copy, which the backward remakes), and
+  the SwiGLU keeps ``fc1(x)`` and ``fc3(x)`` only (``zoo.layers.swiglu_linear``: the official
+  autograd also keeps ``silu(fc1(x))`` and the product).
 """
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ from timm.models._manipulate import checkpoint
 
 from zoo.attention import causal_post_softmax_attention
 from zoo.builder import build_zoo_model
-from zoo.layers import InputError, apply_rope, pad_to_multiple, rope_1d, validate_input
+from zoo.layers import InputError, apply_rope, pad_to_multiple, rope_1d, swiglu_linear, validate_input
 from zoo.layers.tracing import is_capturing
 from zoo.plain_vit import PlainViTMixin
 from zoo.staged import init_trunc_normal
@@ -94,7 +96,8 @@ class SwiGLU(nn.Module):
         self.fc3 = nn.Linear(dim, hidden_dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.silu(self.fc1(x)) * self.fc3(x))
+        # fc2(silu(fc1(x)) * fc3(x)); a training step keeps fc1(x) and fc3(x) only
+        return swiglu_linear(self.fc1(x), self.fc3(x), self.fc2.weight)
 
 
 class CausalAttention(nn.Module):

@@ -28,6 +28,8 @@ official code accepts:
   instead of the official compiled CUDA DCNv1; same parameters and offset layout.
 - Attention goes through ``zoo.attention`` (``window_attention`` for hi-fi,
   ``dense_attention`` for lo-fi; SDPA by default).
+- Training keeps the MLP's depthwise-conv output but not its GELU
+  (``zoo.layers.linear_of_recomputed``): one hidden-width tensor less per block.
 - Tokens stay channels-last ``(B, H, W, C)`` maps; timm-style module layout with the merging
   layer at the start of stages 2-4 (``stages.{i}.downsample``, officially at the end of
   stages 1-3); ``checkpoint_filter_fn`` converts official files on load. The classification
@@ -47,7 +49,7 @@ from timm.models import register_model, generate_default_cfgs
 from zoo.attention import dense_attention, window_attention
 from zoo.builder import build_zoo_model
 from zoo.checkpoint import rename_keys
-from zoo.layers import DeformConv2dPack, crop_to, pad_to_multiple
+from zoo.layers import DeformConv2dPack, crop_to, linear_of_recomputed, pad_to_multiple
 from zoo.staged import Stage, StagedModel, check_global_pool, init_trunc_normal
 
 __all__ = ['LITv2']
@@ -80,8 +82,10 @@ class DwMlp(nn.Module):
         x = self.fc1(x)  # (B, H, W, hidden)
         # The channels-last tensor viewed as NCHW is channels_last-contiguous: no copy.
         x = self.dwconv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        x = self.drop1(self.act(x))
-        return self.drop2(self.fc2(x))
+        if self.training and self.drop1.p > 0:
+            return self.drop2(self.fc2(self.drop1(self.act(x))))
+        # fc2(act(x)); a training step keeps x only
+        return self.drop2(linear_of_recomputed(self.act, (x,), self.fc2.weight, self.fc2.bias))
 
 
 class HiLoAttention(nn.Module):

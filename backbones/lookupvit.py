@@ -23,6 +23,9 @@ The compressed grid is set at construction (``compressed_size``), changed on the
 :meth:`LookupViT.set_compressed_size`, and, as the paper's multi-resolution training, drawn per
 training batch from ``multires_sizes`` when given.
 
+The MLPs are ``zoo.layers.Mlp`` (timm's, keeping only the hidden pre-activation for the
+backward).
+
 Dense prediction: ``forward_intermediates`` / ``features_only`` return the lookup tokens of the
 selected blocks as stride-16 NCHW maps (use a simple feature pyramid, ``necks/simple_fpn.py``).
 """
@@ -34,13 +37,13 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp, trunc_normal_
+from timm.layers import DropPath, trunc_normal_
 from timm.models import register_model, generate_default_cfgs
 from timm.models._manipulate import checkpoint
 
 from zoo.attention import dense_attention, gather_attention, infuse_attention
 from zoo.builder import build_zoo_model
-from zoo.layers import InputError, pad_to_multiple, validate_input
+from zoo.layers import InputError, Mlp, pad_to_multiple, validate_input
 from zoo.layers.tracing import is_capturing
 from zoo.plain_vit import PlainViTMixin
 from zoo.staged import init_trunc_normal
