@@ -59,6 +59,7 @@ def _bench_with_train() -> dict:
             'runs': [{'argv': ['van_b1', 'van_b0', '--train', '--threads', '1'], 'models': ['van_b1', 'van_b0']}],
             'models': {'van_b0': {'speed': {}, 'load_avg': {'start': [9.0, 9.0, 9.0]},
                                   'train_load_avg': {'start': [1.5, 1.0, 1.0], 'end': [1.75, 1.0, 1.0]},
+                                  'train_updated': '2026-12-05T12:57:46+0000', 'train_commit': '567467a',
                                   'train_machine': {'cpu_model': 'Train CPU', 'torch': '2.y'},
                                   'train': {'dense@512x512/b2': {'float32': {'plain': compiled}},
                                             'classifier@224x224/b32': {'bfloat16': {'grad_ckpt': entry},
@@ -117,7 +118,7 @@ def test_training_section_shows_the_train_entries():
     assert rows[2].endswith('| 7.25 [7.00–7.50] | 42 |')
     text = '\n'.join(lines)
     assert '`python tools/benchmark.py van_b0 --train --threads 1`' in text
-    assert 'load average (1 min) 1.50–1.75' in text  # the training run's, not the inference run's
+    assert 'load average (1 min) 1.50–1.75; measured 2026-12-05 at commit `567467a`.' in text  # the training run's, not the inference run's
     assert 'Train CPU, torch 2.y' in text and 'Test CPU' not in text  # and its machine
     assert 'Not measured yet: `van_b1`.' in text
     readme = model_cards.render_training(_bench_with_train(), ['van_b0', 'van_b1'])
@@ -259,3 +260,21 @@ def test_side_by_side_command_is_the_recorded_argv_when_there_is_one():
     text = '\n'.join(model_cards.render_family_side_by_side(doc, 'van'))
     assert 'Command: `python tools/side_by_side.py --official-root /o --families van`.' in text
     assert 'rebuilt' not in text
+
+
+def test_side_by_side_profile_is_shown_where_throughput_misses():
+    doc = _side()
+    profile = {'total_self_ms': {'ours': 210.0, 'official': 200.0},
+               'operators': [{'name': 'aten::mm', 'ours': {'calls': 12, 'self_ms': 90.5},
+                              'official': {'calls': 12, 'self_ms': 88.25}},
+                             {'name': 'aten::gelu', 'ours': {'calls': 4, 'self_ms': 10.0},
+                              'official': {'calls': 0, 'self_ms': 0.0}}]}
+    doc['families']['van']['dense']['profile'] = profile  # dense misses (0.80x)
+    doc['families']['van']['classifier']['profile'] = profile  # classifier meets the goal: not shown
+    lines = model_cards.render_family_side_by_side(doc, 'van')
+    text = '\n'.join(lines)
+    assert text.count('Where the time of the') == 1 and 'Where the time of the dense step goes' in text
+    assert _row(lines, '| `aten::mm`') == ['`aten::mm`', '12', '12', '90.5', '88.2']
+    assert _row(lines, '| `aten::gelu`') == ['`aten::gelu`', '4', '0', '10.0', '0.0']
+    assert _row(lines, '| all operators') == ['all operators', '', '', '210.0', '200.0']
+    assert 'the 2 largest' in text

@@ -31,6 +31,7 @@ def tiny_classifier(width: int = 16) -> nn.Module:
     (['--steps', 'detector'], "--steps takes 'classifier' and/or 'dense'"),
     (['--batch-size', '0'], '--batch-size must be >= 1, got 0'),
     (['--warmup', '-1'], '--warmup must be >= 0'),
+    (['--profile', '-2'], '--profile must be >= 0, got -2'),
 ])
 def test_bad_arguments_are_refused_with_the_reason(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit):
@@ -120,3 +121,26 @@ def test_norm_eval_keeps_our_batch_norms_frozen_through_train():
     model(torch.randn(2, 3, 64, 64))
     assert torch.equal(batch_norms[0].running_mean, before)  # statistics untouched
     assert all(bn.training for bn in sbs.build_ours('van_b0', 'dense').modules() if isinstance(bn, nn.BatchNorm2d))
+
+
+def test_operator_profile_counts_the_calls_of_each_side():
+    # two Linear layers against one: twice the addmm calls (forward), same loss ops
+    class Two(nn.Module):
+        num_classes = 5
+
+        def __init__(self, layers):
+            super().__init__()
+            self.body = nn.Sequential(nn.Flatten(), *[nn.Linear(48, 48) for _ in range(layers - 1)], nn.Linear(48, 5))
+
+        def forward(self, x):
+            return self.body(x)
+
+    out = sbs.operator_profile({'ours': Two(2), 'official': Two(1)}, 'classifier', torch.randn(4, 3, 4, 4),
+                               threads=1, top=50)
+    ops = {row['name']: row for row in out['operators']}
+    assert ops['aten::addmm']['ours']['calls'] == 2 and ops['aten::addmm']['official']['calls'] == 1
+    assert all(row['ours']['self_ms'] >= 0 and row['official']['self_ms'] >= 0 for row in out['operators'])
+    assert set(out['total_self_ms']) == {'ours', 'official'} and out['total_self_ms']['ours'] > 0
+    top2 = sbs.operator_profile({'ours': Two(2), 'official': Two(1)}, 'classifier', torch.randn(4, 3, 4, 4),
+                                threads=1, top=2)
+    assert len(top2['operators']) == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,17 @@ def test_benchmark_train_writes_the_documented_json(tmp_path):
     assert set(train) == {'classifier@64x64/b2', 'dense@96x96/b1'}
     entry = train['dense@96x96/b1']['float32']['plain']['eager']
     assert entry['batch_size'] == 1 and entry['img_per_s']['n'] == 3
+
+
+def test_code_version_names_the_checkout_and_its_state(tmp_path):
+    bench = _load_benchmark()
+    head = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True,
+                          cwd=Path(bench.__file__).resolve().parents[1]).stdout.strip()
+    version = bench.code_version()
+    assert version is not None and version.split('+')[0] == head
+    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], capture_output=True, text=True,
+                           cwd=Path(bench.__file__).resolve().parents[1]).stdout.strip()
+    assert version.endswith('+dirty') == bool(dirty)
 
 
 def test_benchmark_train_keeps_the_inference_machine_and_records_its_own(tmp_path):

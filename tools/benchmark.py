@@ -44,7 +44,7 @@ fresh process (RSS growth on CPU, torch.cuda.max_memory_allocated on CUDA). JSON
     models: {NAME: {train: {STEP: {PRECISION: {CKPT: {eager | compile: {batch_size,
         img_per_s: stat, latency_ms: stat (one step), threads, compiled, compile_s},
         memory: {peak_mb: stat, baseline_mb, ...}}}}},
-        train_updated, train_load_avg: {start, end}, train_machine (the inference run's keep
+        train_updated, train_commit (git, see code_version), train_load_avg: {start, end}, train_machine (the inference run's keep
         theirs: the top-level machine and matmul peak describe the inference figures)}}
 STEP is 'classifier@HxW/bB' or 'dense@HxW/bB'; CKPT is 'plain' or 'grad_ckpt'.
 """
@@ -54,6 +54,7 @@ import argparse
 import ast
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -177,6 +178,20 @@ def resolve_backends(requested: list[str] | None) -> list[str | None]:
     return [None if b == 'default' else b for b in requested if b == 'default' or b in available] or [None]
 
 
+def code_version() -> str | None:
+    """The checkout's commit (short hash, ``+dirty`` with uncommitted changes to tracked files), or
+    None outside a git checkout: which code a figure measured."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(['git', '-C', str(root), 'rev-parse', '--short', 'HEAD'], capture_output=True,
+                                text=True, timeout=30, check=True).stdout.strip()
+        dirty = subprocess.run(['git', '-C', str(root), 'status', '--porcelain', '--untracked-files=no'],
+                               capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ('+dirty' if dirty else '') if commit else None
+
+
 def _load_avg() -> list[float] | None:
     """1/5/15-minute load averages: whether other work shared the machine during a model's run."""
     try:
@@ -283,7 +298,8 @@ def train_steps(name: str, args: argparse.Namespace, channels: int, hw: tuple[in
 
 def bench_train(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Measure the training steps of one model; a failing measurement is recorded and skipped."""
-    result: dict[str, Any] = {'train_updated': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'errors': {},
+    result: dict[str, Any] = {'train_updated': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'train_commit': code_version(),
+                              'errors': {},
                               'train_load_avg': {'start': _load_avg()}}
     try:
         classifier = timm.create_model(name, pretrained=False, **args.model_kwargs)

@@ -538,10 +538,29 @@ def _render_side_entry(doc: dict, key: str, fam: dict) -> list[str]:
         '|---|---|---|---|---|---|---|',
         *[_side_step_row(step, fam[step]) for step in SIDE_STEPS if step in fam],
     ]
+    for step in SIDE_STEPS:
+        if step in fam and 'profile' in fam[step] and (fam[step].get('throughput_ratio') or 1.0) < 1.0:
+            lines += ['', *_render_side_profile(step, fam[step])]
     notes = _side_notes(doc, key)
     if notes:
         lines += ['', 'Notes:', '', *[f'- {note}' for note in notes]]
     return lines
+
+
+def _render_side_profile(label: str, step: dict) -> list[str]:
+    """The operator profile of a step whose throughput misses the goal (``side_by_side.py --profile``)."""
+    prof = step['profile']
+    rows = [f"| `{op['name']}` | {_dig(op, 'ours', 'calls')} | {_dig(op, 'official', 'calls')} | "
+            f"{_num(_dig(op, 'ours', 'self_ms'), '.1f')} | {_num(_dig(op, 'official', 'self_ms'), '.1f')} |"
+            for op in prof.get('operators', [])]
+    total = prof.get('total_self_ms', {})
+    return [f"Where the time of the {label} step goes: one profiled step of each side (`torch.profiler`, "
+            f"self CPU time per operator, the {len(rows)} largest; profiling slows both sides alike):",
+            '',
+            '| Operator | Calls ours | Calls official | Self ms ours | Self ms official |',
+            '|---|---|---|---|---|',
+            *rows,
+            f"| all operators | | | {_num(total.get('ours'), '.1f')} | {_num(total.get('official'), '.1f')} |"]
 
 
 def render_family_side_by_side(doc: dict, family: str) -> list[str]:
@@ -655,7 +674,10 @@ def render_family_training(bench: dict, models: Sequence[str]) -> list[str]:
         machine = entries[m].get('train_machine') or bench.get('machine', {})
         lines.append(f"`{m}`: `{_train_command(bench, m) or 'python tools/benchmark.py ' + m + ' --train'}`; "
                      f"{machine.get('cpu_model', '?')}, torch {machine.get('torch', '?')}; load average "
-                     f"(1 min) {_loads([_train_load(entries[m])])}.")
+                     f"(1 min) {_loads([_train_load(entries[m])])}"
+                     + (f"; measured {entries[m]['train_updated'][:10]}" if entries[m].get('train_updated') else '')
+                     + (f" at commit `{entries[m]['train_commit']}`" if entries[m].get('train_commit') else '')
+                     + '.')
     header = ['Model', 'Step', 'Precision', 'Checkpointing', 'img/s [IQR]', 'Step ms', 'Peak MiB']
     if compiled:
         header += ['Compiled img/s', 'Compile (s)']

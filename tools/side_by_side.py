@@ -22,6 +22,11 @@ Usage::
 
     python tools/side_by_side.py --official-root ~/official --json model_cards/side_by_side.json
     python tools/side_by_side.py --official-root ~/official --families ravlt van --threads 2
+    python tools/side_by_side.py --official-root ~/official --families shvit --profile 15
+
+``--profile N`` also records, per step, the N operators with the most self CPU time in one
+profiled step of each side (calls and milliseconds of both): the cards show that table where a
+ratio misses the goal, so a reader sees where the time goes.
 
 ``--official-root`` holds one checkout per family, in these folders (repository, commit):
 
@@ -141,6 +146,33 @@ def interleaved_speed(models: dict[str, nn.Module], kind: str, images: torch.Ten
     return {side: {'img_per_s': statistics.median(s), 'samples': s} for side, s in samples.items()}
 
 
+def operator_profile(models: dict[str, nn.Module], kind: str, images: torch.Tensor, *, threads: int,
+                     top: int) -> dict[str, Any]:
+    """Self CPU time and calls per operator of one training step of each model (``torch.profiler``).
+
+    Each model takes one unprofiled step first (one-time work stays out). Returns the step's
+    total self time per side and the ``top`` operators by their larger self time of the two
+    sides, each with both sides' calls and milliseconds: where two implementations spend
+    their time differently, these rows say where.
+    """
+    labels = None
+    if kind == 'classifier':
+        num_classes = min(getattr(m, 'num_classes', 1000) for m in models.values())
+        labels = torch.randint(0, num_classes, (images.shape[0],), generator=torch.Generator().manual_seed(0))
+    per_side: dict[str, dict[str, tuple[int, float]]] = {}
+    for side, model in models.items():
+        measure_train_step(model, images, kind=kind, labels=labels, warmup=1, repeats=1, threads=threads)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            measure_train_step(model, images, kind=kind, labels=labels, warmup=0, repeats=1, threads=threads)
+        per_side[side] = {e.key: (e.count, e.self_cpu_time_total / 1e3) for e in prof.key_averages()}
+    names = set().union(*per_side.values())
+    ranked = sorted(names, key=lambda n: -max(ops.get(n, (0, 0.0))[1] for ops in per_side.values()))
+    return {'total_self_ms': {side: sum(ms for _, ms in ops.values()) for side, ops in per_side.items()},
+            'operators': [{'name': name, **{side: {'calls': ops.get(name, (0, 0.0))[0],
+                                                   'self_ms': ops.get(name, (0, 0.0))[1]}
+                                            for side, ops in per_side.items()}} for name in ranked[:top]]}
+
+
 def run_worker(family: str, args: argparse.Namespace) -> dict[str, Any]:
     """Speed of ours and the official model for one family, in this process (one family per process)."""
     import _official_builders
@@ -158,6 +190,9 @@ def run_worker(family: str, args: argparse.Namespace) -> dict[str, Any]:
         out[kind] = {'batch_size': batch, 'input_size': size, 'speed': speed,
                      'params_m': {'ours': sum(p.numel() for p in ours[kind].parameters()) / 1e6,
                                   'official': sum(p.numel() for p in official.parameters()) / 1e6}}
+        if args.profile:
+            out[kind]['profile'] = operator_profile({'ours': ours[kind], 'official': official}, kind, images,
+                                                    threads=args.threads, top=args.profile)
         del official
     out['load_end'] = os.getloadavg()
     return out
@@ -197,7 +232,7 @@ def run_family(family: str, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), '--worker', family, '--official-root',
            str(args.official_root), '--threads', str(args.threads), '--batch-size', str(args.batch_size),
            '--dense-size', str(args.dense_size), '--dense-batch', str(args.dense_batch), '--repeats',
-           str(args.repeats), '--warmup', str(args.warmup), '--steps', *args.steps]
+           str(args.repeats), '--warmup', str(args.warmup), '--profile', str(args.profile), '--steps', *args.steps]
     proc = subprocess.run(cmd, capture_output=True, timeout=args.timeout)
     lines = [ln for ln in proc.stdout.decode(errors='replace').splitlines() if ln.startswith(_WORKER_MARK)]
     if proc.returncode != 0 or not lines:
@@ -266,6 +301,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--memory-repeats', type=int, default=2, help='measured steps per memory child (default 2)')
     parser.add_argument('--no-memory', action='store_true', help='skip the peak-memory children')
     parser.add_argument('--timeout', type=float, default=None, help='seconds before a child process is killed')
+    parser.add_argument('--profile', type=int, default=0, metavar='N',
+                        help='also profile one step of each side: the N operators with the most self CPU time')
     parser.add_argument('--json', type=Path, default=None, help='write the results here')
     parser.add_argument('--worker', default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -278,6 +315,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ('batch_size', 'dense_size', 'dense_batch', 'threads', 'repeats', 'memory_repeats'):
         if getattr(args, name) < 1:
             parser.error(f'--{name.replace("_", "-")} must be >= 1, got {getattr(args, name)}')
+    if args.profile < 0:
+        parser.error(f'--profile must be >= 0, got {args.profile}')
     if args.warmup < 0:
         parser.error(f'--warmup must be >= 0, got {args.warmup}')
     if not args.official_root.is_dir():
