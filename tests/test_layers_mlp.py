@@ -146,3 +146,22 @@ def test_gradient_penalty_matches_timm():
         results.append([xi.grad, *(p.grad for p in module.parameters())])
     for a, b in zip(*results):
         torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16, torch.float16])
+def test_swiglu_linear_is_bit_equal_to_autograd(dtype):
+    # float32 as is, half precisions under autocast (fc1/fc3 outputs arrive in the autocast dtype)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 9, 16, generator=g, requires_grad=True)
+    w1, w3 = (torch.randn(24, 16, generator=g, requires_grad=True) for _ in range(2))
+    w2 = torch.randn(16, 24, generator=g, requires_grad=True)
+    autocast = torch.autocast('cpu', dtype=dtype, enabled=dtype != torch.float32)
+    results = []
+    for ours in (False, True):
+        with autocast:
+            gate, up = F.linear(x, w1), F.linear(x, w3)
+            out = swiglu_linear(gate, up, w2) if ours else F.linear(F.silu(gate) * up, w2)
+        grads = torch.autograd.grad(out, (x, w1, w2, w3), torch.ones_like(out))
+        results.append((out, *grads))
+    for a, b in zip(*results):
+        assert a.dtype == b.dtype and torch.equal(a, b)

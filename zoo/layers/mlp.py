@@ -13,6 +13,7 @@ ops it finds cheaper to remake).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -22,58 +23,115 @@ from torch import Tensor
 
 from .tracing import is_capturing
 
-__all__ = ['linear_of_recomputed', 'Mlp', 'swiglu_linear']
+__all__ = ['Recomputable', 'linear_of_recomputed', 'Mlp', 'swiglu_linear']
+
+
+class Recomputable:
+    """An elementwise function with its derivative as the ATen kernels autograd would call.
+
+    Args:
+        forward: ``(*inputs) -> hidden``.
+        backward: ``(grad_hidden, state, *inputs) -> (grad per input)``, where ``state`` is what
+            ``remake`` kept; None: autograd of ``forward`` in the backward.
+        remake: ``(*inputs) -> (hidden, state)`` for the backward: ``forward`` plus the
+            intermediates the derivative reuses (default: no state).
+    """
+
+    def __init__(self, forward: Callable[..., Tensor], backward: Callable[..., tuple[Tensor, ...]] | None = None,
+                 remake: Callable[..., tuple[Tensor, Any]] | None = None):
+        self.forward, self.backward = forward, backward
+        self.remake = remake or (lambda *inputs: (forward(*inputs), None))
+
+
+def _gelu(approximate: str) -> Recomputable:
+    return Recomputable(lambda h: F.gelu(h, approximate=approximate),
+                        lambda grad, _, h: (torch.ops.aten.gelu_backward(grad, h, approximate=approximate),))
+
+
+def _swiglu_remake(gate: Tensor, up: Tensor) -> tuple[Tensor, Tensor]:
+    silu = F.silu(gate)
+    return silu * up, silu
+
+
+def _swiglu_backward(grad: Tensor, silu: Tensor, gate: Tensor, up: Tensor) -> tuple[Tensor, Tensor]:
+    # autograd's MulBackward0 then SiluBackward0
+    return torch.ops.aten.silu_backward(grad * up, gate), grad * silu
+
+
+_SWIGLU = Recomputable(lambda gate, up: F.silu(gate) * up, _swiglu_backward, _swiglu_remake)
+
+
+def _recomputable(fn: Callable[..., Tensor] | Recomputable) -> Recomputable:
+    if isinstance(fn, Recomputable):
+        return fn
+    if type(fn) is nn.GELU:
+        return _gelu(fn.approximate)
+    return Recomputable(fn)
 
 
 class _LinearOfRecomputed(torch.autograd.Function):
     """``F.linear(fn(*inputs), weight, bias)`` saving ``inputs`` instead of ``fn``'s output."""
 
     @staticmethod
-    def forward(ctx, fn: Callable[..., Tensor], weight: Tensor, bias: Tensor | None, *inputs: Tensor) -> Tensor:
+    def forward(ctx, fn: Recomputable, weight: Tensor, bias: Tensor | None, *inputs: Tensor) -> Tensor:
         ctx.fn = fn
         ctx.has_bias = bias is not None
         ctx.save_for_backward(weight, *inputs)
-        return F.linear(fn(*inputs), weight, bias)
+        return F.linear(fn.forward(*inputs), weight, bias)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
         weight, *inputs = ctx.saved_tensors
+        fn: Recomputable = ctx.fn
         needs_inputs = ctx.needs_input_grad[3:]
-        # create_graph (gradient penalties): fn is remade from the saved inputs themselves, so
-        # the returned gradients are differentiable; otherwise from detached copies.
+        wanted = [i for i, need in enumerate(needs_inputs) if need]
+        # create_graph (gradient penalties): fn is remade from the saved inputs themselves and
+        # differentiated by autograd, so the returned gradients are differentiable.
         create_graph = torch.is_grad_enabled()
-        with torch.enable_grad():
-            leaves = inputs if create_graph else [x.detach().requires_grad_(need) for x, need in zip(inputs, needs_inputs)]
-            hidden = ctx.fn(*leaves)
+        generic = create_graph or fn.backward is None
+        if generic:
+            with torch.enable_grad():
+                leaves = inputs if create_graph else [x.detach().requires_grad_(need)
+                                                      for x, need in zip(inputs, needs_inputs)]
+                hidden = fn.forward(*leaves)
+        else:
+            hidden, state = fn.remake(*inputs)
         grad_2d = grad.reshape(-1, grad.shape[-1])
         hidden_2d = hidden.reshape(-1, hidden.shape[-1])
         grad_weight = grad_2d.t().mm(hidden_2d if create_graph else hidden_2d.detach()) if ctx.needs_input_grad[1] else None
         grad_bias = grad_2d.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         grad_inputs: list[Tensor | None] = [None] * len(inputs)
-        wanted = [i for i, need in enumerate(needs_inputs) if need]
         if wanted:
             grad_hidden = grad.matmul(weight)
-            grads = torch.autograd.grad(hidden, [leaves[i] for i in wanted], grad_hidden, create_graph=create_graph)
+            if generic:
+                grads = torch.autograd.grad(hidden, [leaves[i] for i in wanted], grad_hidden, create_graph=create_graph)
+            else:
+                del hidden, hidden_2d
+                all_grads = fn.backward(grad_hidden, state, *inputs)
+                grads = [all_grads[i] for i in wanted]
             for i, g in zip(wanted, grads):
                 grad_inputs[i] = g
         return None, grad_weight, grad_bias, *grad_inputs
 
 
-def linear_of_recomputed(fn: Callable[..., Tensor], inputs: tuple[Tensor, ...], weight: Tensor,
+def linear_of_recomputed(fn: Callable[..., Tensor] | Recomputable, inputs: tuple[Tensor, ...], weight: Tensor,
                          bias: Tensor | None = None) -> Tensor:
     """``F.linear(fn(*inputs), weight, bias)``, keeping ``inputs`` for the backward instead of ``fn(*inputs)``.
 
     Args:
-        fn: an elementwise function of ``inputs`` (an activation, a gated product); it runs
-            again in the backward, so it must be deterministic (no dropout).
+        fn: an elementwise function of ``inputs`` (an activation, a gated product), or a
+            :class:`Recomputable` with its derivative; it runs again in the backward, so it
+            must be deterministic (no dropout). ``nn.GELU`` modules use ATen's GELU kernels
+            directly; other functions are differentiated by autograd in the backward.
         inputs: its tensors, with the hidden width last.
         weight: ``(out, hidden)`` weight.
         bias: ``(out,)`` bias or None.
     """
+    fn = _recomputable(fn)
     saves = torch.is_grad_enabled() and (any(x.requires_grad for x in inputs) or weight.requires_grad
                                          or (bias is not None and bias.requires_grad))
     if not saves or is_capturing():
-        return F.linear(fn(*inputs), weight, bias)
+        return F.linear(fn.forward(*inputs), weight, bias)
     device = weight.device.type
     if torch.is_autocast_enabled(device):
         # The casts autocast gives F.linear, made in the graph (their backward returns the
@@ -81,18 +139,16 @@ def linear_of_recomputed(fn: Callable[..., Tensor], inputs: tuple[Tensor, ...], 
         dtype = torch.get_autocast_dtype(device)
         weight = weight.to(dtype)
         bias = bias.to(dtype) if bias is not None else None
+        if any(x.dtype != dtype for x in inputs):  # fn's output cast too: autograd differentiates the cast
+            fn = Recomputable(lambda *xs, _f=fn.forward: _f(*xs).to(dtype))
         with torch.autocast(device, enabled=False):
-            return _LinearOfRecomputed.apply(lambda *xs: fn(*xs).to(dtype), weight, bias, *inputs)
+            return _LinearOfRecomputed.apply(fn, weight, bias, *inputs)
     return _LinearOfRecomputed.apply(fn, weight, bias, *inputs)
-
-
-def _swiglu(gate: Tensor, up: Tensor) -> Tensor:
-    return F.silu(gate) * up
 
 
 def swiglu_linear(gate: Tensor, up: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``F.linear(silu(gate) * up, weight, bias)`` keeping only ``gate`` and ``up`` for the backward."""
-    return linear_of_recomputed(_swiglu, (gate, up), weight, bias)
+    return linear_of_recomputed(_SWIGLU, (gate, up), weight, bias)
 
 
 class Mlp(TimmMlp):
