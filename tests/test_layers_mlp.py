@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from timm.layers import Mlp as TimmMlp
 
-from zoo.layers import Mlp, linear_of_recomputed, swiglu_linear
+from zoo.layers import Mlp, linear_of_recomputed, recompute_activations, swiglu_linear
 
 
 def _pair(dtype=torch.float64, seed=0, **kwargs):
@@ -165,3 +165,14 @@ def test_swiglu_linear_is_bit_equal_to_autograd(dtype):
         results.append((out, *grads))
     for a, b in zip(*results):
         assert a.dtype == b.dtype and torch.equal(a, b)
+
+
+def test_recompute_activations_off_keeps_the_outputs_as_autograd_does():
+    ref, ours = _pair(torch.float32)
+    x = torch.randn(4, 50, 12, requires_grad=True)
+    _, saved_ref = _saved_storages(lambda: ref(x), exclude=ref.parameters())
+    with recompute_activations(False):
+        out, saved_off = _saved_storages(lambda: ours(x), exclude=ours.parameters())
+    _, saved_on = _saved_storages(lambda: ours(x), exclude=ours.parameters())  # restored on exit
+    assert saved_off == saved_ref > saved_on
+    assert 'LinearOfRecomputed' not in out.grad_fn.name()

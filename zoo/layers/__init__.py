@@ -2,7 +2,7 @@
 from .input_check import InputError, validate_input
 from .padding import crop_to, pad_to_multiple
 from .pointwise import PointwiseConv2d
-from .mlp import Mlp, linear_of_recomputed, swiglu_linear
+from .mlp import Mlp, linear_of_recomputed, recompute_activations, swiglu_linear
 from .fusion import (batchnorm_affine, calibrate_batchnorm_statistics, fold_affine_into_conv_input,  # noqa: F401
                      fold_batchnorm_after_conv, fuse_conv_batchnorm, fuse_for_inference, scale_conv_output)
 from .deform_conv import DeformConv2dPack, deform_conv2d, deform_conv2d_decomposed  # noqa: F401
@@ -10,4 +10,4 @@ from .rope import apply_rope, rope_1d, rope_2d, rope_2d_frequencies, rope_freque
 
 __all__ = ['InputError', 'validate_input', 'pad_to_multiple', 'crop_to',
            'apply_rope', 'rope_frequencies', 'rope_1d', 'rope_2d_frequencies', 'rope_2d', 'PointwiseConv2d',
-           'Mlp', 'linear_of_recomputed', 'swiglu_linear']
+           'Mlp', 'linear_of_recomputed', 'recompute_activations', 'swiglu_linear']

@@ -6,13 +6,17 @@ a transformer block stores. :func:`linear_of_recomputed` keeps only the activati
 and recomputes the cheap elementwise part in the backward (no matmul is recomputed, unlike
 checkpointing the MLP). Forward values and gradients are those of the plain formula.
 
-The plain formula runs where nothing is saved (no grad, inputs without grad), while tracing
-or exporting, and under ``torch.compile`` (whose partitioner already recomputes elementwise
-ops it finds cheaper to remake).
+The price is one more elementwise pass per MLP in the backward (the GELU or SiLU forward):
+``tools/side_by_side.py --profile`` shows it as the extra ``aten::gelu`` calls. Inside
+``with recompute_activations(False):`` the MLPs keep their outputs as plain autograd does.
+The plain formula also runs where nothing is saved (no grad, inputs without grad), while
+tracing or exporting, and under ``torch.compile`` (whose partitioner already recomputes
+elementwise ops it finds cheaper to remake).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -23,7 +27,25 @@ from torch import Tensor
 
 from .tracing import is_capturing
 
-__all__ = ['Recomputable', 'linear_of_recomputed', 'Mlp', 'swiglu_linear']
+__all__ = ['Recomputable', 'linear_of_recomputed', 'Mlp', 'recompute_activations', 'swiglu_linear']
+
+
+_RECOMPUTE = True
+
+
+@contextlib.contextmanager
+def recompute_activations(enabled: bool) -> Iterator[None]:
+    """Turn the MLPs' recomputation on (the default) or off inside the block.
+
+    Off, a training step keeps the activation outputs as plain autograd does: more memory,
+    no elementwise recomputation in the backward. Read when the forward runs.
+    """
+    global _RECOMPUTE
+    previous, _RECOMPUTE = _RECOMPUTE, bool(enabled)
+    try:
+        yield
+    finally:
+        _RECOMPUTE = previous
 
 
 class Recomputable:
@@ -128,7 +150,7 @@ def linear_of_recomputed(fn: Callable[..., Tensor] | Recomputable, inputs: tuple
         bias: ``(out,)`` bias or None.
     """
     fn = _recomputable(fn)
-    saves = torch.is_grad_enabled() and (any(x.requires_grad for x in inputs) or weight.requires_grad
+    saves = _RECOMPUTE and torch.is_grad_enabled() and (any(x.requires_grad for x in inputs) or weight.requires_grad
                                          or (bias is not None and bias.requires_grad))
     if not saves or is_capturing():
         return F.linear(fn.forward(*inputs), weight, bias)
