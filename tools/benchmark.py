@@ -326,6 +326,7 @@ def bench_train(name: str, args: argparse.Namespace) -> dict[str, Any]:
                     except Exception as err:
                         result['errors'][f'train/{key}/{precision}/{ckpt}/{mode}'] = _error(err)
                 if not args.no_train_memory:
+                    model.zero_grad(set_to_none=True)  # the child measures a model of its own
                     try:
                         entry['memory'] = train_peak_memory(
                             name, shape, kind=kind, precision=precision, grad_checkpointing=ckpt == 'grad_ckpt',

@@ -24,12 +24,36 @@ import ctypes.util
 import platform
 import warnings
 
-__all__ = ['retain_freed_memory']
+__all__ = ['release_freed_memory', 'retain_freed_memory']
 
 # mallopt(3) parameters (glibc's malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _INT_MAX = 2 ** 31 - 1
+
+
+def _glibc() -> ctypes.CDLL | None:
+    if platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc':
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+    except OSError:
+        return None
+
+
+def release_freed_memory() -> bool:
+    """Give the memory this process has freed but glibc still holds back to the kernel (``malloc_trim``).
+
+    After a large training step, freed activations below glibc's (growing) mmap threshold stay
+    in the heap and count in the resident set. A parent that then starts a child to measure
+    a step of its own (``zoo.train_profiling.train_peak_memory``) would hold that memory
+    beside the child's. Returns whether glibc was called (False elsewhere: nothing to do).
+    """
+    libc = _glibc()
+    if libc is None:
+        return False
+    libc.malloc_trim(0)
+    return True
 
 
 def retain_freed_memory() -> bool:

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.cpu_memory import release_freed_memory
 from zoo.profiling import MemoryResult, SpeedResult, Stat, _can_reset_peak, _create, _num_threads, _status_kib
 
 __all__ = ['STEP_KINDS', 'PRECISIONS', 'dense_loss', 'make_train_step', 'measure_train_step', 'set_grad_checkpointing',
@@ -203,6 +204,7 @@ def train_peak_memory(model: str, input_size: Sequence[int], *, kind: str, preci
     job = {'model': model, 'input_size': list(input_size), 'kind': kind, 'precision': precision,
            'grad_checkpointing': grad_checkpointing, 'create_kwargs': create_kwargs or {},
            'warmup': warmup, 'repeats': repeats, 'threads': threads, 'device': device}
+    release_freed_memory()  # what this process's own steps freed must not sit beside the child's
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536')
     root = str(Path(__file__).resolve().parents[1])
     env['PYTHONPATH'] = os.pathsep.join(filter(None, [root, env.get('PYTHONPATH')]))
