@@ -53,8 +53,9 @@ class Recomputable:
 
     Args:
         forward: ``(*inputs) -> hidden``.
-        backward: ``(grad_hidden, state, *inputs) -> (grad per input)``, where ``state`` is what
-            ``remake`` kept; None: autograd of ``forward`` in the backward.
+        backward: ``(grad_hidden, state, hidden, *inputs) -> (grad per input)``, where ``state``
+            is what ``remake`` kept and ``hidden`` the remade output, no longer needed (its memory
+            may hold a result); None: autograd of ``forward`` in the backward.
         remake: ``(*inputs) -> (hidden, state)`` for the backward: ``forward`` plus the
             intermediates the derivative reuses (default: no state).
     """
@@ -65,9 +66,20 @@ class Recomputable:
         self.remake = remake or (lambda *inputs: (forward(*inputs), None))
 
 
+def _reusable(buffer: Tensor, like: Tensor) -> bool:
+    return (buffer.shape == like.shape and buffer.dtype == like.dtype and buffer.is_contiguous()
+            and like.is_contiguous())
+
+
+def _gelu_backward(grad: Tensor, _: None, hidden: Tensor, h: Tensor, approximate: str) -> tuple[Tensor]:
+    if _reusable(hidden, h):  # the gradient into the remade activation's memory: no fresh allocation
+        return (torch.ops.aten.gelu_backward.grad_input(grad, h, approximate=approximate, grad_input=hidden),)
+    return (torch.ops.aten.gelu_backward(grad, h, approximate=approximate),)
+
+
 def _gelu(approximate: str) -> Recomputable:
     return Recomputable(lambda h: F.gelu(h, approximate=approximate),
-                        lambda grad, _, h: (torch.ops.aten.gelu_backward(grad, h, approximate=approximate),))
+                        lambda grad, state, hidden, h: _gelu_backward(grad, state, hidden, h, approximate))
 
 
 def _swiglu_remake(gate: Tensor, up: Tensor) -> tuple[Tensor, Tensor]:
@@ -75,9 +87,12 @@ def _swiglu_remake(gate: Tensor, up: Tensor) -> tuple[Tensor, Tensor]:
     return silu * up, silu
 
 
-def _swiglu_backward(grad: Tensor, silu: Tensor, gate: Tensor, up: Tensor) -> tuple[Tensor, Tensor]:
-    # autograd's MulBackward0 then SiluBackward0
-    return torch.ops.aten.silu_backward(grad * up, gate), grad * silu
+def _swiglu_backward(grad: Tensor, silu: Tensor, hidden: Tensor, gate: Tensor, up: Tensor) -> tuple[Tensor, Tensor]:
+    # autograd's MulBackward0 then SiluBackward0, written into the remade tensors' memory
+    if not (_reusable(hidden, gate) and _reusable(silu, up) and grad.shape == up.shape):
+        return torch.ops.aten.silu_backward(grad * up, gate), grad * silu
+    grad_gate = torch.ops.aten.silu_backward.grad_input(torch.mul(grad, up, out=hidden), gate, grad_input=hidden)
+    return grad_gate, silu.mul_(grad)
 
 
 _SWIGLU = Recomputable(lambda gate, up: F.silu(gate) * up, _swiglu_backward, _swiglu_remake)
@@ -128,8 +143,8 @@ class _LinearOfRecomputed(torch.autograd.Function):
             if generic:
                 grads = torch.autograd.grad(hidden, [leaves[i] for i in wanted], grad_hidden, create_graph=create_graph)
             else:
-                del hidden, hidden_2d
-                all_grads = fn.backward(grad_hidden, state, *inputs)
+                del hidden_2d
+                all_grads = fn.backward(grad_hidden, state, hidden, *inputs)
                 grads = [all_grads[i] for i in wanted]
             for i, g in zip(wanted, grads):
                 grad_inputs[i] = g
