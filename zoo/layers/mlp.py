@@ -16,6 +16,7 @@ elementwise ops it finds cheaper to remake).
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -77,6 +78,7 @@ def _gelu_backward(grad: Tensor, _: None, hidden: Tensor, h: Tensor, approximate
     return (torch.ops.aten.gelu_backward(grad, h, approximate=approximate),)
 
 
+@functools.lru_cache(maxsize=None)
 def _gelu(approximate: str) -> Recomputable:
     return Recomputable(lambda h: F.gelu(h, approximate=approximate),
                         lambda grad, state, hidden, h: _gelu_backward(grad, state, hidden, h, approximate))
