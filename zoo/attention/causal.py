@@ -91,21 +91,31 @@ class _PostMaskMaterialised(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, scale: float, soft_rate: float) -> Tensor:
         dtype = torch.promote_types(q.dtype, torch.float32)
-        weights = torch.softmax((q @ k.transpose(-2, -1)) * scale, dim=-1, dtype=dtype)
+        logits = (q @ k.transpose(-2, -1)).mul_(scale)
+        weights = torch.softmax(logits, dim=-1, dtype=dtype)
         # a view (v of a fused qkv projection) would keep its whole base alive until the backward
         v = v.contiguous()
         ctx.save_for_backward(q, k, v, weights)
         ctx.scale, ctx.soft_rate = scale, soft_rate
+        if not soft_rate and logits.dtype == weights.dtype:
+            # the masked weights into the dead logits' memory: fresh (N, N) pages cost page faults
+            return torch.tril(weights, out=logits).to(v.dtype) @ v
+        del logits
         return _post_mask(weights, soft_rate).to(v.dtype) @ v
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor, None, None]:
         q, k, v, weights = ctx.saved_tensors
-        # one (N, N) temporary alive at a time beside the saved softmax
-        dv = _post_mask(weights, ctx.soft_rate).to(v.dtype).transpose(-2, -1) @ grad
+        masked = _post_mask(weights, ctx.soft_rate).to(v.dtype)
+        dv = masked.transpose(-2, -1) @ grad
         d_weights = _post_mask((grad @ v.transpose(-2, -1)).to(weights.dtype), ctx.soft_rate, inplace=True)
-        d_logits = torch._softmax_backward_data(d_weights, weights, -1, weights.dtype)
+        if masked.dtype == weights.dtype and masked.is_contiguous():  # its memory is free again: reuse it
+            d_logits = torch.ops.aten._softmax_backward_data.out(d_weights, weights, -1, weights.dtype,
+                                                                  grad_input=masked)
+        else:
+            del masked
+            d_logits = torch._softmax_backward_data(d_weights, weights, -1, weights.dtype)
         del d_weights
         d_logits = d_logits.to(q.dtype).mul_(ctx.scale)
         return d_logits @ k, d_logits.transpose(-2, -1) @ q, dv, None, None
