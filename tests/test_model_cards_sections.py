@@ -278,3 +278,11 @@ def test_side_by_side_profile_is_shown_where_throughput_misses():
     assert _row(lines, '| `aten::gelu`') == ['`aten::gelu`', '4', '0', '10.0', '0.0']
     assert _row(lines, '| all operators') == ['all operators', '', '', '210.0', '200.0']
     assert 'the 2 largest' in text
+
+
+def test_training_command_names_only_its_model_even_when_the_run_was_cut_short():
+    bench = _bench_with_train()
+    # the run was stopped after van_b0: its models list is shorter than its argv
+    bench['runs'] = [{'argv': ['van_b0', 'van_b1', '--train', '--threads', '1'], 'models': ['van_b0']}]
+    text = '\n'.join(model_cards.render_family_training(bench, ['van_b0']))
+    assert '`python tools/benchmark.py van_b0 --train --threads 1`' in text

@@ -651,7 +651,8 @@ def _train_command(bench: dict, name: str) -> str | None:
         return None
     # The command for this model alone: the run's other models measured the same way (or were
     # cut short), so they would only mislead here.
-    flags = [a for a in run['argv'] if a not in run.get('models', [])]
+    names = {*run.get('models', []), *bench.get('models', {})}  # a cut-short run lists fewer models than its argv
+    flags = [a for a in run['argv'] if a not in names]
     return 'python tools/benchmark.py ' + ' '.join([name, *flags])
 
 
