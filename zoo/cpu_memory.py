@@ -32,13 +32,16 @@ _M_MMAP_MAX = -4
 _INT_MAX = 2 ** 31 - 1
 
 
-def _glibc() -> ctypes.CDLL | None:
-    if platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc':
-        return None
+def _glibc() -> tuple[ctypes.CDLL | None, str]:
+    """glibc, or None and why not (another C library, or glibc cannot be loaded)."""
+    system, libc_name = platform.system(), platform.libc_ver()[0]
+    if system != 'Linux' or libc_name != 'glibc':
+        return None, (f'only glibc can be tuned this way (this is {system} with '
+                      f'{libc_name or "an unknown C library"})')
     try:
-        return ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
-    except OSError:
-        return None
+        return ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6'), ''
+    except OSError as err:
+        return None, f'cannot load glibc ({err})'
 
 
 def release_freed_memory() -> bool:
@@ -49,7 +52,7 @@ def release_freed_memory() -> bool:
     a step of its own (``zoo.train_profiling.train_peak_memory``) would hold that memory
     beside the child's. Returns whether glibc was called (False elsewhere: nothing to do).
     """
-    libc = _glibc()
+    libc, _ = _glibc()
     if libc is None:
         return False
     libc.malloc_trim(0)
@@ -67,15 +70,9 @@ def retain_freed_memory() -> bool:
         glibc, e.g. on macOS, Windows or musl, where the allocator is different anyway, or
         where glibc cannot be loaded or refuses the settings.
     """
-    system, libc_name = platform.system(), platform.libc_ver()[0]
-    if system != 'Linux' or libc_name != 'glibc':
-        warnings.warn(f'retain_freed_memory: only glibc can be tuned this way (this is {system} '
-                      f'with {libc_name or "an unknown C library"}); nothing changed', stacklevel=2)
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
-    except OSError as err:
-        warnings.warn(f'retain_freed_memory: cannot load glibc ({err}); nothing changed', stacklevel=2)
+    libc, why_not = _glibc()
+    if libc is None:
+        warnings.warn(f'retain_freed_memory: {why_not}; nothing changed', stacklevel=2)
         return False
     # blocks of any size from the heap, and never give the heap top back
     ok = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, _INT_MAX) == 1
