@@ -166,11 +166,11 @@ def linear_of_recomputed(fn: Callable[..., Tensor] | Recomputable, inputs: tuple
         weight: ``(out, hidden)`` weight.
         bias: ``(out,)`` bias or None.
     """
-    fn = _recomputable(fn)
     saves = _RECOMPUTE and torch.is_grad_enabled() and (any(x.requires_grad for x in inputs) or weight.requires_grad
                                          or (bias is not None and bias.requires_grad))
     if not saves or is_capturing():
-        return F.linear(fn.forward(*inputs), weight, bias)
+        return F.linear((fn.forward if isinstance(fn, Recomputable) else fn)(*inputs), weight, bias)
+    fn = _recomputable(fn)
     device = weight.device.type
     if torch.is_autocast_enabled(device):
         # The casts autocast gives F.linear, made in the graph (their backward returns the
