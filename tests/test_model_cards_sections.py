@@ -113,16 +113,44 @@ def test_training_section_shows_the_train_entries():
     rows = [line for line in lines if line.startswith('| `van_b0`')]
     # classifier before dense, float32 before bfloat16; compile columns because one entry has them
     assert [c.strip() for c in rows[0].strip('|').split('|')] == [
-        '`van_b0`', '`classifier@224x224/b32`', 'float32', 'plain', '4.90 [4.78–4.93]', '6531', '2617', '—', '—']
+        '`van_b0`', '`classifier@224x224/b32`', 'float32', 'plain', '4.90 [4.78–4.93]', '6531', '2617', '—', '—', '1']
     assert rows[1].startswith('| `van_b0` | `classifier@224x224/b32` | bfloat16 | grad_ckpt |')
-    assert rows[2].endswith('| 7.25 [7.00–7.50] | 42 |')
+    assert rows[2].endswith('| 7.25 [7.00–7.50] | 42 | 1 |')
     text = '\n'.join(lines)
-    assert '`python tools/benchmark.py van_b0 --train --threads 1`' in text
+    assert '1. `van_b0`: `python tools/benchmark.py van_b0 --train --threads 1`' in text
     assert 'load average (1 min) 1.50–1.75; measured 2026-12-05 at commit `567467a`.' in text  # the training run's, not the inference run's
     assert 'Train CPU, torch 2.y' in text and 'Test CPU' not in text  # and its machine
     assert 'Not measured yet: `van_b1`.' in text
     readme = model_cards.render_training(_bench_with_train(), ['van_b0', 'van_b1'])
     assert '| `van_b0` | `classifier@224x224/b32` | 4.90 / — | — / 4.90 | 2617 / — | — / 2617 |' in readme
+
+
+def test_training_section_names_the_run_of_each_entry():
+    # Two runs measured van_b0 in parts: each row names its own run, each run its command, date,
+    # commit and load, not the latest run's.
+    bench = _bench_with_train()
+    first = {'started': '2026-12-01T10:00:00+0000', 'argv': ['van_b0', '--train', '--precision', 'bfloat16'],
+             'models': ['van_b0'], 'machine': {'cpu_model': 'Old CPU', 'torch': '2.a'}}
+    second = {'started': '2026-12-06T06:00:00+0000', 'argv': ['van_b0', '--train', '--compile'], 'models': ['van_b0']}
+    bench['runs'] = [first, second]
+    train = bench['models']['van_b0']['train']
+    train['classifier@224x224/b32']['bfloat16']['grad_ckpt'] = dict(
+        train['classifier@224x224/b32']['bfloat16']['grad_ckpt'],
+        measured={'run': first['started'], 'commit': 'aaaaaaa', 'load_avg': [1.0, 3.0]})
+    train['dense@512x512/b2']['float32']['plain'] = dict(
+        train['dense@512x512/b2']['float32']['plain'],
+        measured={'run': second['started'], 'commit': 'bbbbbbb', 'load_avg': [2.0, 2.25]})
+    lines = model_cards.render_family_training(bench, ['van_b0'])
+    runs = {line.split('.')[0]: line for line in lines if line[:1].isdigit()}
+    assert [_row(lines, f'| `van_b0` | `{s}` | {p} | {c} |')[-1] for s, p, c in (
+        ('classifier@224x224/b32', 'float32', 'plain'), ('classifier@224x224/b32', 'bfloat16', 'grad_ckpt'),
+        ('dense@512x512/b2', 'float32', 'plain'))] == ['1', '2', '3']
+    # 1: the entry without provenance keeps the model-level fields (its latest run's)
+    assert 'measured 2026-12-05 at commit `567467a`' in runs['1'] and 'Train CPU' in runs['1']
+    assert runs['2'] == ('2. `van_b0`: `python tools/benchmark.py van_b0 --train --precision bfloat16`; Old CPU, '
+                         'torch 2.a; load average (1 min) 1.00–3.00; measured 2026-12-01 at commit `aaaaaaa`.')
+    assert '`python tools/benchmark.py van_b0 --train --compile`; Train CPU' in runs['3']
+    assert 'load average (1 min) 2.00–2.25; measured 2026-12-06 at commit `bbbbbbb`.' in runs['3']
 
 
 def test_training_section_without_train_entries():
@@ -285,4 +313,4 @@ def test_training_command_names_only_its_model_even_when_the_run_was_cut_short()
     # the run was stopped after van_b0: its models list is shorter than its argv
     bench['runs'] = [{'argv': ['van_b0', 'van_b1', '--train', '--threads', '1'], 'models': ['van_b0']}]
     text = '\n'.join(model_cards.render_family_training(bench, ['van_b0']))
-    assert '`python tools/benchmark.py van_b0 --train --threads 1`' in text
+    assert '1. `van_b0`: `python tools/benchmark.py van_b0 --train --threads 1`' in text

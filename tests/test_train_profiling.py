@@ -111,9 +111,20 @@ def test_code_version_names_the_checkout_and_its_state(tmp_path):
                           cwd=Path(bench.__file__).resolve().parents[1]).stdout.strip()
     version = bench.code_version()
     assert version is not None and version.split('+')[0] == head
-    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], capture_output=True, text=True,
-                           cwd=Path(bench.__file__).resolve().parents[1]).stdout.strip()
-    assert version.endswith('+dirty') == bool(dirty)
+    # In a repository of its own: the figures under model_cards/ (which runs merge into) do not
+    # make the code dirty, a changed code file does, an untracked file does not.
+    git = ['git', '-c', 'user.name=t', '-c', 'user.email=t@t', '-C', str(tmp_path)]
+    (tmp_path / 'model_cards').mkdir()
+    (tmp_path / 'model_cards' / 'benchmarks.json').write_text('{}')
+    (tmp_path / 'model.py').write_text('x = 1\n')
+    for cmd in (['init', '-q'], ['add', '.'], ['commit', '-q', '-m', 'init']):
+        subprocess.run(git + cmd, check=True, capture_output=True)
+    commit = subprocess.run(git + ['rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()
+    (tmp_path / 'model_cards' / 'benchmarks.json').write_text('{"models": {}}')
+    (tmp_path / 'notes.txt').write_text('untracked')
+    assert bench.code_version(tmp_path) == commit
+    (tmp_path / 'model.py').write_text('x = 2\n')
+    assert bench.code_version(tmp_path) == commit + '+dirty'
 
 
 def test_benchmark_train_keeps_the_inference_machine_and_records_its_own(tmp_path):
@@ -129,6 +140,28 @@ def test_benchmark_train_keeps_the_inference_machine_and_records_its_own(tmp_pat
     entry = doc['models']['van_b0']
     assert entry['speed'] == {'default': {}} and 'train' in entry
     assert entry['train_machine']['torch'] == torch.__version__ and entry['train_machine']['torch_threads'] == 1
+    first = doc['runs'][-1]
+    assert first['machine'] == {'cpu_model': entry['train_machine']['cpu_model'], 'torch': torch.__version__}
+    # A second run of the dense step only: that entry is replaced whole and names the second run,
+    # the classifier's keeps the first run's provenance.
+    classifier = entry['train']['classifier@64x64/b2']['float32']['plain']
+    assert classifier['measured']['run'] == first['started']
+    assert classifier['measured']['commit'] == entry['train_commit']
+    assert len(classifier['measured']['load_avg']) == 2
+    doc['models']['van_b0']['train']['dense@96x96/b1']['float32']['plain']['stale'] = True
+    doc['runs'][-1]['started'] = '2000-01-01T00:00:00+0000'  # two runs within one second must differ
+    classifier['measured']['run'] = '2000-01-01T00:00:00+0000'
+    out.write_text(json.dumps(doc))
+    code = _load_benchmark().main(['van_b0', '--train', '--quick', '--threads', '1', '--train-dense-only',
+                                   '--train-dense', '96:1', '--precision', 'float32', '--grad-ckpt', 'plain',
+                                   '--no-train-memory', '--json', str(out)])
+    doc = json.loads(out.read_text())
+    train = doc['models']['van_b0']['train']
+    assert code == 0 and set(train) == {'classifier@64x64/b2', 'dense@96x96/b1'}
+    assert train['classifier@64x64/b2']['float32']['plain']['measured']['run'] == '2000-01-01T00:00:00+0000'
+    dense = train['dense@96x96/b1']['float32']['plain']
+    assert dense['measured']['run'] == doc['runs'][-1]['started'] != '2000-01-01T00:00:00+0000'
+    assert 'stale' not in dense and dense['eager']['batch_size'] == 1
 
 
 def test_benchmark_rejects_a_bad_dense_spec(capsys):

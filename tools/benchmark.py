@@ -43,9 +43,12 @@ checkpointing; speed in this process (eager, and compiled with --compile), peak 
 fresh process (RSS growth on CPU, torch.cuda.max_memory_allocated on CUDA). JSON:
     models: {NAME: {train: {STEP: {PRECISION: {CKPT: {eager | compile: {batch_size,
         img_per_s: stat, latency_ms: stat (one step), threads, compiled, compile_s},
-        memory: {peak_mb: stat, baseline_mb, ...}}}}},
-        train_updated, train_commit (git, see code_version), train_load_avg: {start, end}, train_machine (the inference run's keep
-        theirs: the top-level machine and matmul peak describe the inference figures)}}
+        memory: {peak_mb: stat, baseline_mb, ...},
+        measured: {run (the started of its run in runs), commit, load_avg: [1 min before, after]}}}}},
+        train_updated, train_commit (git, see code_version), train_load_avg: {start, end} (the latest
+        run's), train_machine (the inference run's keep theirs: the top-level machine and matmul
+        peak describe the inference figures)}}
+An entry measured again is replaced whole (--train-dense-only leaves the classifier's as it is).
 STEP is 'classifier@HxW/bB' or 'dense@HxW/bB'; CKPT is 'plain' or 'grad_ckpt'.
 """
 from __future__ import annotations
@@ -121,6 +124,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--grad-ckpt', nargs='+', default=['plain', 'grad_ckpt'], choices=['plain', 'grad_ckpt'],
                         help='training without and/or with grad checkpointing (default both)')
     parser.add_argument('--no-train-memory', action='store_true', help='--train: skip the peak-memory children')
+    parser.add_argument('--train-dense-only', action='store_true',
+                        help='--train: only the --train-dense steps, not the classifier step')
     args = parser.parse_args(argv)
     try:
         args.train_dense = [tuple(int(v) for v in spec.split(':')) for spec in args.train_dense]
@@ -178,14 +183,16 @@ def resolve_backends(requested: list[str] | None) -> list[str | None]:
     return [None if b == 'default' else b for b in requested if b == 'default' or b in available] or [None]
 
 
-def code_version() -> str | None:
-    """The checkout's commit (short hash, ``+dirty`` with uncommitted changes to tracked files), or
-    None outside a git checkout: which code a figure measured."""
-    root = Path(__file__).resolve().parents[1]
+def code_version(root: Path | None = None) -> str | None:
+    """The checkout's commit (short hash, ``+dirty`` with uncommitted changes to tracked files
+    other than the figures under model_cards/, which runs merge into), or None outside a git
+    checkout: which code a figure measured."""
+    root = root or Path(__file__).resolve().parents[1]
     try:
         commit = subprocess.run(['git', '-C', str(root), 'rev-parse', '--short', 'HEAD'], capture_output=True,
                                 text=True, timeout=30, check=True).stdout.strip()
-        dirty = subprocess.run(['git', '-C', str(root), 'status', '--porcelain', '--untracked-files=no'],
+        dirty = subprocess.run(['git', '-C', str(root), 'status', '--porcelain', '--untracked-files=no', '--',
+                                '.', ':(exclude)model_cards'],
                                capture_output=True, text=True, timeout=30, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -290,15 +297,23 @@ def bench_model(name: str, args: argparse.Namespace, backends: list[str | None],
 
 def train_steps(name: str, args: argparse.Namespace, channels: int, hw: tuple[int, int]) -> list[tuple[str, str, tuple]]:
     """The training steps to measure: (key, kind, input shape)."""
-    steps = [(f'classifier@{hw[0]}x{hw[1]}/b{args.batch_size}', 'classifier', (args.batch_size, channels, *hw))]
+    steps = [] if args.train_dense_only else [
+        (f'classifier@{hw[0]}x{hw[1]}/b{args.batch_size}', 'classifier', (args.batch_size, channels, *hw))]
     for size, batch in args.train_dense:
         steps.append((f'dense@{size}x{size}/b{batch}', 'dense', (batch, channels, size, size)))
     return steps
 
 
-def bench_train(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Measure the training steps of one model; a failing measurement is recorded and skipped."""
-    result: dict[str, Any] = {'train_updated': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'train_commit': code_version(),
+def bench_train(name: str, args: argparse.Namespace, run_started: str | None = None) -> dict[str, Any]:
+    """Measure the training steps of one model; a failing measurement is recorded and skipped.
+
+    Each (step, precision, checkpointing) entry records under ``measured`` the run that measured
+    it (``run``: its ``started`` in the JSON's ``runs``), the commit and the 1-minute load average
+    before and after it: runs that measure a model in parts merge into one entry per model, so the
+    model-level ``train_updated`` / ``train_commit`` describe only its latest run.
+    """
+    commit = code_version()
+    result: dict[str, Any] = {'train_updated': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'train_commit': commit,
                               'errors': {},
                               'train_load_avg': {'start': _load_avg()}}
     try:
@@ -317,6 +332,7 @@ def bench_train(name: str, args: argparse.Namespace) -> dict[str, Any]:
         images = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
         for precision in args.precision:
             for ckpt in args.grad_ckpt:
+                load_start = _load_avg()
                 entry: dict[str, Any] = {}
                 for mode in modes:
                     try:
@@ -334,6 +350,8 @@ def bench_train(name: str, args: argparse.Namespace) -> dict[str, Any]:
                             repeats=1 if args.quick else 2).to_dict()
                     except Exception as err:
                         result['errors'][f'train/{key}/{precision}/{ckpt}/memory'] = _error(err)
+                entry['measured'] = {'run': run_started, 'commit': commit,
+                                     'load_avg': [(load_start or [None])[0], (_load_avg() or [None])[0]]}
                 result.setdefault('train', {}).setdefault(key, {}).setdefault(precision, {})[ckpt] = entry
     result['train_load_avg']['end'] = _load_avg()
     return result
@@ -451,8 +469,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.train or 'machine' not in doc:
         doc.update(machine=machine, matmul_peak_gflops=peak.to_dict())
     doc.setdefault('models', {})
-    doc.setdefault('runs', []).append({'started': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
-                                       'argv': sys.argv[1:] if argv is None else argv, 'models': names})
+    run = {'started': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'argv': sys.argv[1:] if argv is None else argv,
+           'models': names}
+    if args.train:  # the inference figures keep the top-level machine; a training run records its own
+        run['machine'] = {k: machine.get(k) for k in ('cpu_model', 'torch')}
+    doc.setdefault('runs', []).append(run)
 
     results: dict[str, dict[str, Any]] = {}
     tags = [*args.set, *(['reparam'] if args.reparam else []), *(['retain-memory'] if args.retain_memory else [])]
@@ -464,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.train:
                 # Each model carries the machine of its training figures: a --train run into a file of
                 # inference figures must not relabel those, and training runs may happen elsewhere.
-                results[key] = dict(bench_train(name, args), train_machine=machine)
+                results[key] = dict(bench_train(name, args, run['started']), train_machine=machine)
             else:
                 results[key] = bench_model(name, args, backends, peak.median)
         except Exception as err:  # record and go on: an --all run must reach the other models
@@ -473,6 +494,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.json is not None:
             entry = doc['models'].setdefault(key, {})
             entry.pop('errors', None)  # errors describe the latest run of the model only
+            for step, precisions in results[key].get('train', {}).items():
+                for precision, ckpts in precisions.items():
+                    for ckpt in ckpts:  # replaced whole: figures and their provenance go together
+                        entry.get('train', {}).get(step, {}).get(precision, {}).pop(ckpt, None)
             merge(entry, results[key])
             write_json(args.json, doc)
     print()

@@ -644,16 +644,47 @@ def _train_load(entry: dict) -> dict | None:
     return entry.get('train_load_avg') or (None if 'speed' in entry else entry.get('load_avg'))
 
 
-def _train_command(bench: dict, name: str) -> str | None:
-    run = next((r for r in reversed(bench.get('runs', []))
-                if '--train' in r.get('argv', []) and name in r.get('models', [])), None)
+def _train_command(bench: dict, name: str, run: dict | None = None) -> str | None:
+    """The command of ``run`` (default: the latest --train run listing ``name``) for ``name`` alone."""
     if run is None:
+        run = next((r for r in reversed(bench.get('runs', []))
+                    if '--train' in r.get('argv', []) and name in r.get('models', [])), None)
+    if run is None or not run.get('argv'):
         return None
     # The command for this model alone: the run's other models measured the same way (or were
     # cut short), so they would only mislead here.
     names = {*run.get('models', []), *bench.get('models', {})}  # a cut-short run lists fewer models than its argv
     flags = [a for a in run['argv'] if a not in names]
     return 'python tools/benchmark.py ' + ' '.join([name, *flags])
+
+
+def _train_provenance(bench: dict, name: str) -> list[tuple[str, list[tuple[str, str, str, dict]]]]:
+    """A model's training entries grouped by the run that measured them, oldest run first, each
+    group with its description: command, machine, load, date and commit."""
+    entry = bench['models'][name]
+    groups: dict[str | None, list] = {}
+    for row in _train_entries(entry):
+        groups.setdefault(_dig(row[3], 'measured', 'run'), []).append(row)
+    runs = {r.get('started'): r for r in bench.get('runs', [])}
+    out = []
+    for started in sorted(groups, key=lambda k: k or ''):
+        rows = groups[started]
+        if started is None:  # entries from before per-entry provenance: the model's latest run
+            command, date, commit = _train_command(bench, name), entry.get('train_updated'), entry.get('train_commit')
+            load = _loads([_train_load(entry)])
+            machine = entry.get('train_machine') or bench.get('machine', {})
+        else:
+            run = runs.get(started, {})
+            command, date = _train_command(bench, name, run), started
+            commit = next((c for *_, e in rows if (c := _dig(e, 'measured', 'commit'))), None)
+            ones = [x for *_, e in rows for x in (_dig(e, 'measured', 'load_avg') or []) if x is not None]
+            load = _loads([{'start': [min(ones)], 'end': [max(ones)]}]) if ones else 'not recorded'
+            machine = run.get('machine') or entry.get('train_machine') or bench.get('machine', {})
+        text = (f"`{command or 'python tools/benchmark.py ' + name + ' --train'}`; "
+                f"{machine.get('cpu_model', '?')}, torch {machine.get('torch', '?')}; load average (1 min) {load}"
+                + (f'; measured {date[:10]}' if date else '') + (f' at commit `{commit}`' if commit else '') + '.')
+        out.append((text, rows))
+    return out
 
 
 def render_family_training(bench: dict, models: Sequence[str]) -> list[str]:
@@ -670,19 +701,17 @@ def render_family_training(bench: dict, models: Sequence[str]) -> list[str]:
               'with cross-entropy, or `features_only` with a loss on every feature map, at the size and batch of',
               'the step. Precision bfloat16 is autocast; checkpointing `grad_ckpt` is gradient checkpointing.',
               'img/s is the median [interquartile range] in the measuring process, step ms the median step time,',
-              'peak MiB the resident-set growth of one step in a fresh process.', '']
+              'peak MiB the resident-set growth of one step in a fresh process. Run: the measuring run, listed',
+              'below the table with its command, machine, load, date and commit.', '']
+    runs = []  # (label, description, model, rows)
     for m in measured:
-        machine = entries[m].get('train_machine') or bench.get('machine', {})
-        lines.append(f"`{m}`: `{_train_command(bench, m) or 'python tools/benchmark.py ' + m + ' --train'}`; "
-                     f"{machine.get('cpu_model', '?')}, torch {machine.get('torch', '?')}; load average "
-                     f"(1 min) {_loads([_train_load(entries[m])])}"
-                     + (f"; measured {entries[m]['train_updated'][:10]}" if entries[m].get('train_updated') else '')
-                     + (f" at commit `{entries[m]['train_commit']}`" if entries[m].get('train_commit') else '')
-                     + '.')
+        for text, rows in _train_provenance(bench, m):
+            runs.append((str(len(runs) + 1), text, m, rows))
     header = ['Model', 'Step', 'Precision', 'Checkpointing', 'img/s [IQR]', 'Step ms', 'Peak MiB']
     if compiled:
         header += ['Compiled img/s', 'Compile (s)']
-    lines += ['', '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    lines += ['| ' + ' | '.join([*header, 'Run']) + ' |', '|' + '---|' * (len(header) + 1)]
+    label_of = {id(e): label for label, _, _, rows in runs for *_, e in rows}
     for m in measured:
         for step, precision, ckpt, e in _train_entries(entries[m]):
             eager = e.get('eager', {})
@@ -692,7 +721,9 @@ def render_family_training(bench: dict, models: Sequence[str]) -> list[str]:
             if compiled:
                 comp = e.get('compile', {})
                 cells += [_stat_cell(comp.get('img_per_s'), '.2f'), _num(comp.get('compile_s'), '.0f')]
-            lines.append('| ' + ' | '.join(cells) + ' |')
+            lines.append('| ' + ' | '.join([*cells, label_of[id(e)]]) + ' |')
+    lines += ['', 'Runs:', '']
+    lines += [f'{label}. `{m}`: {text}' for label, text, m, _ in runs]
     if missing:
         lines += ['', 'Not measured yet: ' + ', '.join(f'`{m}`' for m in missing) + '.']
     return lines + [TRAIN_END]
