@@ -2,7 +2,7 @@
 # test suite (setting up first if needed). Both are idempotent.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PYTEST := $(PY) -m pytest -p no:cacheprovider
+PYTEST := $(PY) -m pytest -p no:cacheprovider --durations=20
 
 .PHONY: setup demo test test-slow test-all benchmark model-cards check-backends clean
 

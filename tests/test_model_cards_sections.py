@@ -113,9 +113,9 @@ def test_training_section_shows_the_train_entries():
     rows = [line for line in lines if line.startswith('| `van_b0`')]
     # classifier before dense, float32 before bfloat16; compile columns because one entry has them
     assert [c.strip() for c in rows[0].strip('|').split('|')] == [
-        '`van_b0`', '`classifier@224x224/b32`', 'float32', 'plain', '4.90 [4.78–4.93]', '6531', '2617', '—', '—', '1']
+        '`van_b0`', '`classifier@224x224/b32`', 'float32', 'plain', '4.90 [4.78–4.93]', '6531', '2617', '—', '—', '—', '1']
     assert rows[1].startswith('| `van_b0` | `classifier@224x224/b32` | bfloat16 | grad_ckpt |')
-    assert rows[2].endswith('| 7.25 [7.00–7.50] | 42 | 1 |')
+    assert rows[2].endswith('| 7.25 [7.00–7.50] | 1.48x | 42 | 1 |')  # 7.25 / 4.90
     text = '\n'.join(lines)
     assert '1. `van_b0`: `python tools/benchmark.py van_b0 --train --threads 1`' in text
     assert 'load average (1 min) 1.50–1.75; measured 2026-12-05 at commit `567467a`.' in text  # the training run's, not the inference run's

@@ -709,7 +709,7 @@ def render_family_training(bench: dict, models: Sequence[str]) -> list[str]:
             runs.append((str(len(runs) + 1), text, m, rows))
     header = ['Model', 'Step', 'Precision', 'Checkpointing', 'img/s [IQR]', 'Step ms', 'Peak MiB']
     if compiled:
-        header += ['Compiled img/s', 'Compile (s)']
+        header += ['Compiled img/s', 'Compiled / eager', 'Compile (s)']
     lines += ['| ' + ' | '.join([*header, 'Run']) + ' |', '|' + '---|' * (len(header) + 1)]
     label_of = {id(e): label for label, _, _, rows in runs for *_, e in rows}
     for m in measured:
@@ -720,7 +720,9 @@ def render_family_training(bench: dict, models: Sequence[str]) -> list[str]:
                      _stat_cell(_dig(e, 'memory', 'peak_mb'), '.0f', iqr=False)]
             if compiled:
                 comp = e.get('compile', {})
-                cells += [_stat_cell(comp.get('img_per_s'), '.2f'), _num(comp.get('compile_s'), '.0f')]
+                fast, slow = _median(comp.get('img_per_s')), _median(eager.get('img_per_s'))
+                cells += [_stat_cell(comp.get('img_per_s'), '.2f'),
+                          f'{fast / slow:.2f}x' if fast and slow else DASH, _num(comp.get('compile_s'), '.0f')]
             lines.append('| ' + ' | '.join([*cells, label_of[id(e)]]) + ' |')
     lines += ['', 'Runs:', '']
     lines += [f'{label}. `{m}`: {text}' for label, text, m, _ in runs]
