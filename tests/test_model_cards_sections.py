@@ -130,7 +130,7 @@ def test_training_section_names_the_run_of_each_entry():
     # commit and load, not the latest run's.
     bench = _bench_with_train()
     first = {'started': '2026-12-01T10:00:00+0000', 'argv': ['van_b0', '--train', '--precision', 'bfloat16'],
-             'models': ['van_b0'], 'machine': {'cpu_model': 'Old CPU', 'torch': '2.a'}}
+             'models': ['van_b0'], 'machine': {'cpu_model': 'Old CPU', 'torch': '2.a', 'cpu_bf16_instructions': []}}
     second = {'started': '2026-12-06T06:00:00+0000', 'argv': ['van_b0', '--train', '--compile'], 'models': ['van_b0']}
     bench['runs'] = [first, second]
     train = bench['models']['van_b0']['train']
@@ -147,8 +147,8 @@ def test_training_section_names_the_run_of_each_entry():
         ('dense@512x512/b2', 'float32', 'plain'))] == ['1', '2', '3']
     # 1: the entry without provenance keeps the model-level fields (its latest run's)
     assert 'measured 2026-12-05 at commit `567467a`' in runs['1'] and 'Train CPU' in runs['1']
-    assert runs['2'] == ('2. `van_b0`: `python tools/benchmark.py van_b0 --train --precision bfloat16`; Old CPU, '
-                         'torch 2.a; load average (1 min) 1.00–3.00; measured 2026-12-01 at commit `aaaaaaa`.')
+    assert runs['2'] == ('2. `van_b0`: `python tools/benchmark.py van_b0 --train --precision bfloat16`; Old CPU '
+                         '(no bfloat16 instructions), torch 2.a; load average (1 min) 1.00–3.00; measured 2026-12-01 at commit `aaaaaaa`.')
     assert '`python tools/benchmark.py van_b0 --train --compile`; Train CPU' in runs['3']
     assert 'load average (1 min) 2.00–2.25; measured 2026-12-06 at commit `bbbbbbb`.' in runs['3']
 

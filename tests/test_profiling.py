@@ -164,7 +164,17 @@ def test_peak_memory_of_known_allocation() -> None:
 def test_matmul_peak_and_machine_info() -> None:
     assert matmul_peak_gflops(size=256, repeats=3).median > 0
     info = machine_info()
-    assert {'cpu_model', 'torch_threads', 'torch', 'timm', 'onnxruntime'} <= set(info)
+    assert {'cpu_model', 'torch_threads', 'torch', 'timm', 'onnxruntime', 'cpu_bf16_instructions'} <= set(info)
+
+
+def test_cpu_bf16_instructions_read_from_cpuinfo() -> None:
+    from zoo.profiling import _cpu_bf16_flags
+    x86 = 'processor\t: 0\nmodel name\t: X\nflags\t\t: fpu avx2 avx512f avx512_vnni\n'
+    assert _cpu_bf16_flags(x86) == []
+    assert _cpu_bf16_flags(x86.replace('avx512_vnni', 'avx512_vnni avx512_bf16 amx_tile amx_bf16')) == [
+        'avx512_bf16', 'amx_bf16']
+    assert _cpu_bf16_flags('processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n') == ['bf16']
+    assert _cpu_bf16_flags('processor\t: 0\n') is None  # no flag line: unknown, not "none"
 
 
 def _load_benchmark():

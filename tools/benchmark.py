@@ -472,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     run = {'started': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'argv': sys.argv[1:] if argv is None else argv,
            'models': names}
     if args.train:  # the inference figures keep the top-level machine; a training run records its own
-        run['machine'] = {k: machine.get(k) for k in ('cpu_model', 'torch')}
+        run['machine'] = {k: machine.get(k) for k in ('cpu_model', 'cpu_bf16_instructions', 'torch')}
     doc.setdefault('runs', []).append(run)
 
     results: dict[str, dict[str, Any]] = {}

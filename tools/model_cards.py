@@ -680,8 +680,11 @@ def _train_provenance(bench: dict, name: str) -> list[tuple[str, list[tuple[str,
             ones = [x for *_, e in rows for x in (_dig(e, 'measured', 'load_avg') or []) if x is not None]
             load = _loads([{'start': [min(ones)], 'end': [max(ones)]}]) if ones else 'not recorded'
             machine = run.get('machine') or entry.get('train_machine') or bench.get('machine', {})
+        bf16 = machine.get('cpu_bf16_instructions')
+        cpu = machine.get('cpu_model', '?') + (' (no bfloat16 instructions)' if bf16 == [] else
+                                               f" ({', '.join(bf16)})" if bf16 else '')
         text = (f"`{command or 'python tools/benchmark.py ' + name + ' --train'}`; "
-                f"{machine.get('cpu_model', '?')}, torch {machine.get('torch', '?')}; load average (1 min) {load}"
+                f"{cpu}, torch {machine.get('torch', '?')}; load average (1 min) {load}"
                 + (f'; measured {date[:10]}' if date else '') + (f' at commit `{commit}`' if commit else '') + '.')
         out.append((text, rows))
     return out
@@ -702,7 +705,10 @@ def render_family_training(bench: dict, models: Sequence[str]) -> list[str]:
               'the step. Precision bfloat16 is autocast; checkpointing `grad_ckpt` is gradient checkpointing.',
               'img/s is the median [interquartile range] in the measuring process, step ms the median step time,',
               'peak MiB the resident-set growth of one step in a fresh process. Run: the measuring run, listed',
-              'below the table with its command, machine, load, date and commit.', '']
+              'below the table with its command, machine, load, date and commit. A CPU without bfloat16',
+              'instructions (avx512_bf16, AMX; the run says so where it was recorded) runs bfloat16 matmuls',
+              'through float32 conversions, often slower than float32: its bfloat16 speeds say nothing of',
+              'GPU AMP, its peak memory does.', '']
     runs = []  # (label, description, model, rows)
     for m in measured:
         for text, rows in _train_provenance(bench, m):

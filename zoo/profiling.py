@@ -392,6 +392,26 @@ def _cpu_model() -> str:
     return match.group(1).strip() if match else platform.processor() or platform.machine()
 
 
+# CPU instructions that run bfloat16 matmuls natively; without them oneDNN converts to float32.
+BF16_CPU_FLAGS = ('avx512_bf16', 'amx_bf16', 'bf16')  # x86 AVX-512 BF16, x86 AMX, Arm BF16
+
+
+def _cpu_bf16_flags(cpuinfo: str | None = None) -> list[str] | None:
+    """The bfloat16 instructions /proc/cpuinfo (or the ``cpuinfo`` text) lists ([] for none),
+    None where it cannot be read."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path('/proc/cpuinfo').read_text()
+        except OSError:
+            return None
+    text = cpuinfo
+    match = re.search(r'^(?:flags|Features)\s*:\s*(.+)$', text, re.MULTILINE)
+    if match is None:
+        return None
+    flags = set(match.group(1).split())
+    return [f for f in BF16_CPU_FLAGS if f in flags]
+
+
 def _version(package: str) -> str | None:
     try:
         return importlib.metadata.version(package)
@@ -414,6 +434,7 @@ def machine_info() -> dict[str, Any]:
     return {
         'cpu_model': _cpu_model(),
         'cpu_capability': torch.backends.cpu.get_cpu_capability(),
+        'cpu_bf16_instructions': _cpu_bf16_flags(),
         'logical_cpus': os.cpu_count(),
         'usable_cpus': affinity,
         'torch_threads': torch.get_num_threads(),
