@@ -22,7 +22,7 @@ split across invocations; the file also records the machine and its matmul peak.
 
 JSON layout (a "stat" is {median, q25, q75, min, max, n}):
     schema, machine (zoo.profiling.machine_info), matmul_peak_gflops (stat, latest run),
-    runs: [{started, argv, models}],
+    runs: [{started, argv, models, machine (--train runs: cpu_model, cpu_bf16_instructions, torch)}],
     models: {NAME: {updated, params_m, gmacs (per image), gmacs_by_op, img_size [H, W],
         efficiency_peak_gflops (the matmul peak its efficiencies use),
         load_avg: {start, end} (os.getloadavg(): whether other work shared the machine),

@@ -404,8 +404,7 @@ def _cpu_bf16_flags(cpuinfo: str | None = None) -> list[str] | None:
             cpuinfo = Path('/proc/cpuinfo').read_text()
         except OSError:
             return None
-    text = cpuinfo
-    match = re.search(r'^(?:flags|Features)\s*:\s*(.+)$', text, re.MULTILINE)
+    match = re.search(r'^(?:flags|Features)\s*:\s*(.+)$', cpuinfo, re.MULTILINE)
     if match is None:
         return None
     flags = set(match.group(1).split())
