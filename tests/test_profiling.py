@@ -240,3 +240,16 @@ def test_attention_backend_refuses_to_measure_a_fallback():
         with attention_backend('sdpa'), warnings.catch_warnings():
             warnings.simplefilter('ignore')  # the fallback warning is said once per process
             linear_attention(q, k, v)
+
+
+def test_conv_backward_layouts_tool(capsys) -> None:
+    spec = importlib.util.spec_from_file_location('zoo_conv_layouts', ROOT / 'tools' / 'conv_backward_layouts.py')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.main(['--input', '1', '4', '16', '16', '--out-channels', '4', '--kernel', '3', '--stride', '1',
+                      '--padding', '1', '--groups', '2', '--repeats', '1']) == 0
+    out = capsys.readouterr().out
+    assert 'groups 2' in out and 'contiguous' in out and 'channels_last' in out
+    with pytest.raises(SystemExit):
+        tool.main(['--input', '1', '3', '16', '16', '--groups', '2'])
+    assert '--groups 2 must divide the input channels (3)' in capsys.readouterr().err
