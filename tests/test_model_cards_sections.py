@@ -133,6 +133,7 @@ def test_training_section_names_the_run_of_each_entry():
              'models': ['van_b0'], 'machine': {'cpu_model': 'Old CPU', 'torch': '2.a', 'cpu_bf16_instructions': []}}
     second = {'started': '2026-12-06T06:00:00+0000', 'argv': ['van_b0', '--train', '--compile'], 'models': ['van_b0']}
     bench['runs'] = [first, second]
+    bench['models']['van_b0']['train_machine']['cpu_bf16_instructions'] = []  # read off the latest run's CPU
     train = bench['models']['van_b0']['train']
     train['classifier@224x224/b32']['bfloat16']['grad_ckpt'] = dict(
         train['classifier@224x224/b32']['bfloat16']['grad_ckpt'],
@@ -149,7 +150,7 @@ def test_training_section_names_the_run_of_each_entry():
     assert 'measured 2026-12-05 at commit `567467a`' in runs['1'] and 'Train CPU' in runs['1']
     assert runs['2'] == ('2. `van_b0`: `python tools/benchmark.py van_b0 --train --precision bfloat16`; Old CPU '
                          '(no bfloat16 instructions), torch 2.a; load average (1 min) 1.00–3.00; measured 2026-12-01 at commit `aaaaaaa`.')
-    assert '`python tools/benchmark.py van_b0 --train --compile`; Train CPU' in runs['3']
+    assert '`python tools/benchmark.py van_b0 --train --compile`; Train CPU, torch 2.y;' in runs['3']  # not its flags
     assert 'load average (1 min) 2.00–2.25; measured 2026-12-06 at commit `bbbbbbb`.' in runs['3']
 
 

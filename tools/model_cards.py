@@ -679,7 +679,10 @@ def _train_provenance(bench: dict, name: str) -> list[tuple[str, list[tuple[str,
             commit = next((c for *_, e in rows if (c := _dig(e, 'measured', 'commit'))), None)
             ones = [x for *_, e in rows for x in (_dig(e, 'measured', 'load_avg') or []) if x is not None]
             load = _loads([{'start': [min(ones)], 'end': [max(ones)]}]) if ones else 'not recorded'
-            machine = run.get('machine') or entry.get('train_machine') or bench.get('machine', {})
+            # The model-level machine is its latest run's: without a record of its own, an older
+            # run gets only its CPU model and torch from it, not what was read off that CPU.
+            latest = entry.get('train_machine') or bench.get('machine', {})
+            machine = run.get('machine') or {k: v for k, v in latest.items() if k in ('cpu_model', 'torch')}
         bf16 = machine.get('cpu_bf16_instructions')
         cpu = machine.get('cpu_model', '?') + (' (no bfloat16 instructions)' if bf16 == [] else
                                                f" ({', '.join(bf16)})" if bf16 else '')
