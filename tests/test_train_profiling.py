@@ -141,7 +141,8 @@ def test_benchmark_train_keeps_the_inference_machine_and_records_its_own(tmp_pat
     assert entry['speed'] == {'default': {}} and 'train' in entry
     assert entry['train_machine']['torch'] == torch.__version__ and entry['train_machine']['torch_threads'] == 1
     first = doc['runs'][-1]
-    assert first['machine'] == {'cpu_model': entry['train_machine']['cpu_model'], 'torch': torch.__version__}
+    assert first['machine'] == {'cpu_model': entry['train_machine']['cpu_model'], 'torch': torch.__version__,
+                                'cpu_bf16_instructions': entry['train_machine']['cpu_bf16_instructions']}
     # A second run of the dense step only: that entry is replaced whole and names the second run,
     # the classifier's keeps the first run's provenance.
     classifier = entry['train']['classifier@64x64/b2']['float32']['plain']
