@@ -175,6 +175,7 @@ def test_cpu_bf16_instructions_read_from_cpuinfo() -> None:
         'avx512_bf16', 'amx_bf16']
     assert _cpu_bf16_flags('processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n') == ['bf16']
     assert _cpu_bf16_flags('processor\t: 0\n') is None  # no flag line: unknown, not "none"
+    assert _cpu_bf16_flags(None) is None  # /proc/cpuinfo unreadable
 
 
 def _load_benchmark():

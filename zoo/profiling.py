@@ -383,12 +383,15 @@ def kernels_used(model: nn.Module | Callable[[torch.Tensor], Any], input: torch.
     return {e.name for e in prof.events() if '::' in e.name}
 
 
-def _cpu_model() -> str:
+def _cpuinfo() -> str | None:
     try:
-        text = Path('/proc/cpuinfo').read_text()
+        return Path('/proc/cpuinfo').read_text()
     except OSError:
-        return platform.processor() or platform.machine()
-    match = re.search(r'^model name\s*:\s*(.+)$', text, re.MULTILINE)
+        return None
+
+
+def _cpu_model(cpuinfo: str | None) -> str:
+    match = re.search(r'^model name\s*:\s*(.+)$', cpuinfo or '', re.MULTILINE)
     return match.group(1).strip() if match else platform.processor() or platform.machine()
 
 
@@ -396,15 +399,10 @@ def _cpu_model() -> str:
 BF16_CPU_FLAGS = ('avx512_bf16', 'amx_bf16', 'bf16')  # x86 AVX-512 BF16, x86 AMX, Arm BF16
 
 
-def _cpu_bf16_flags(cpuinfo: str | None = None) -> list[str] | None:
-    """The bfloat16 instructions /proc/cpuinfo (or the ``cpuinfo`` text) lists ([] for none),
-    None where it cannot be read."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path('/proc/cpuinfo').read_text()
-        except OSError:
-            return None
-    match = re.search(r'^(?:flags|Features)\s*:\s*(.+)$', cpuinfo, re.MULTILINE)
+def _cpu_bf16_flags(cpuinfo: str | None) -> list[str] | None:
+    """The bfloat16 instructions a /proc/cpuinfo text lists ([] for none), None where it has no
+    flag line (or could not be read)."""
+    match = re.search(r'^(?:flags|Features)\s*:\s*(.+)$', cpuinfo or '', re.MULTILINE)
     if match is None:
         return None
     flags = set(match.group(1).split())
@@ -424,6 +422,7 @@ def machine_info() -> dict[str, Any]:
         affinity = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         affinity = os.cpu_count()
+    cpuinfo = _cpuinfo()
     mem_total = None
     try:
         match = re.search(r'^MemTotal:\s+(\d+) kB', Path('/proc/meminfo').read_text(), re.MULTILINE)
@@ -431,9 +430,9 @@ def machine_info() -> dict[str, Any]:
     except OSError:
         pass
     return {
-        'cpu_model': _cpu_model(),
+        'cpu_model': _cpu_model(cpuinfo),
         'cpu_capability': torch.backends.cpu.get_cpu_capability(),
-        'cpu_bf16_instructions': _cpu_bf16_flags(),
+        'cpu_bf16_instructions': _cpu_bf16_flags(cpuinfo),
         'logical_cpus': os.cpu_count(),
         'usable_cpus': affinity,
         'torch_threads': torch.get_num_threads(),
