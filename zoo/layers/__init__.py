@@ -7,11 +7,11 @@ from .fusion import (batchnorm_affine, calibrate_batchnorm_statistics, fold_affi
 from .deform_conv import DeformConv2dPack, deform_conv2d, deform_conv2d_decomposed  # noqa: F401
 from .rope import apply_rope, rope_1d, rope_2d, rope_2d_frequencies, rope_frequencies
 
+_MLP_NAMES = ('Mlp', 'Recomputable', 'linear_of_recomputed', 'recompute_activations', 'swiglu_linear')
+
 __all__ = ['InputError', 'validate_input', 'pad_to_multiple', 'crop_to',
            'apply_rope', 'rope_frequencies', 'rope_1d', 'rope_2d_frequencies', 'rope_2d', 'PointwiseConv2d',
-           'Mlp', 'Recomputable', 'linear_of_recomputed', 'recompute_activations', 'swiglu_linear']
-
-_MLP_NAMES = ('Mlp', 'Recomputable', 'linear_of_recomputed', 'recompute_activations', 'swiglu_linear')
+           *_MLP_NAMES]
 
 
 def __getattr__(name: str):
