@@ -105,6 +105,8 @@ def _bf16_trains_like_float32(model: str, backbone: str, data_root: Path, tmp_pa
     assert 'loss_scaler' in _checkpoint(tmp_path / 'bf16' / f'iter_{ITERATIONS}.pth')['optimizer']  # AmpOptimWrapper's
 
 
+# two training runs: in the slow suite, which CI runs, with the RetinaNet ones
+@pytest.mark.slow
 def test_bf16_upernet_van_b0_trains_like_float32(toy_data, tmp_path):
     _bf16_trains_like_float32('upernet', 'van_b0', toy_data, tmp_path)
 

@@ -236,6 +236,8 @@ def test_the_backend_argument_stays_strict(op: str) -> None:
                 call(backend)
 
 
+# the whole command on every family: in the slow suite, which CI runs
+@pytest.mark.slow
 def test_backends_command_on_this_machine() -> None:
     env = {k: v for k, v in os.environ.items() if k not in (za.ENV_VAR, 'TRITON_INTERPRET')}
     result = subprocess.run(

@@ -235,8 +235,19 @@ def test_registered_under_its_family(name):
 
 # ---------------------------------------------------------------- export and compile
 
-@pytest.mark.parametrize('name', model_params())
-@pytest.mark.parametrize('features_only', [False, True], ids=['classifier', 'features'])
+def _onnx_params() -> list:
+    """(name, features_only): the dense export of each family's smallest model by default, its
+    classifier export in the slow suite (which CI runs), every other variant under all_variants."""
+    out = []
+    for param in model_params():
+        (name,), marks = param.values, list(param.marks)
+        for features_only, kind in [(False, 'classifier'), (True, 'features')]:
+            extra = [pytest.mark.slow] if not marks and not features_only else []
+            out.append(pytest.param(name, features_only, id=f'{kind}-{name}', marks=marks + extra))
+    return out
+
+
+@pytest.mark.parametrize('name, features_only', _onnx_params())
 def test_onnx_export_matches_pytorch(name, features_only, tmp_path):
     from zoo.export import check_onnx, export_onnx
     model = _build(name, features_only=features_only).eval()

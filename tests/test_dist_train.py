@@ -65,6 +65,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# two launchers training: in the slow suite, which CI runs
+@pytest.mark.slow
 def test_two_nodes_end_with_the_same_weights(tmp_path):
     pytest.importorskip('mmdet')
     sys.path.append(str(REPO / 'tools'))  # the toy-run helpers (not a package)

@@ -3,9 +3,9 @@
 The models run on two tiny random images with synthetic annotations (and few proposals);
 pretrained weights are not loaded (no network), and SyncBN becomes BN (no CPU kernel).
 Configs that only change a sibling config (another variant of the same recipe: ``_base_ =
-'./...'``) run in all three modes under ``-m all_variants``; by default they are built on the
-meta device and run their backbone, neck and heads there, which checks every shape (channels
-of the neck and heads against the backbone's) without computing anything.
+'./...'``) run in all three modes under ``-m all_variants``; in the slow suite (which CI runs)
+they are built on the meta device and run their backbone, neck and heads there, which checks
+every shape (channels of the neck and heads against the backbone's) without computing anything.
 """
 from __future__ import annotations
 
@@ -95,6 +95,8 @@ def _id(path: Path) -> str:
     return str(path.relative_to(REPO / 'configs'))
 
 
+# 75 configs, each built with its weight init run on meta tensors: in the slow suite, which CI runs
+@pytest.mark.slow
 @pytest.mark.parametrize('path', sorted(DERIVED), ids=_id)
 def test_variant_config_shapes_fit_on_the_meta_device(path: Path):
     cfg = _config(path)

@@ -122,6 +122,8 @@ def _train(cfg) -> tuple[Runner, np.ndarray]:
     return runner, runner.message_hub.get_scalar('train/loss').data[0]
 
 
+# a training run: in the slow suite, which CI runs, with the other training runs
+@pytest.mark.slow
 def test_retinanet_loss_falls(toy_data, tmp_path):
     cfg = load_toy_config(RETINANET, toy_data, tmp_path, max_iters=30, batch_size=2, image_scale=160)
     _, losses = _train(cfg)

@@ -202,6 +202,8 @@ def test_resolve_backends() -> None:
     assert resolve(['no-such-backend']) == [None]
 
 
+# the whole benchmark command in a subprocess: in the slow suite, which CI runs
+@pytest.mark.slow
 def test_benchmark_cli(tmp_path: Path) -> None:
     out = tmp_path / 'bench.json'
     # An earlier run's results for another model must survive the merge.

@@ -98,6 +98,8 @@ def test_interleaved_speed_times_every_side_each_round():
         assert len(side['samples']) == 3 and side['img_per_s'] == sorted(side['samples'])[1] > 0
 
 
+# two fresh measuring processes per side: in the slow suite, which CI runs
+@pytest.mark.slow
 def test_identical_models_measure_identical_memory(monkeypatch):
     # the 'official' side is any importable 'module:callable', built in a fresh process
     monkeypatch.setenv('PYTHONPATH', str(Path(__file__).resolve().parent))

@@ -77,6 +77,8 @@ def test_measure_train_step_with_grad_checkpointing_on_features_only():
     assert model.training and not model.model.stages[0].grad_checkpointing  # switched back off
 
 
+# measuring children in fresh processes: in the slow suite, which CI runs
+@pytest.mark.slow
 def test_grad_checkpointing_lowers_the_measured_peak():
     # VAN-B0 dense at 128: the activations kept for the backward dominate the step's memory.
     plain = train_peak_memory('van_b0', (1, 3, 128, 128), kind='dense', threads=1, repeats=1, timeout=300)
