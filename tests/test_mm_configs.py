@@ -95,7 +95,7 @@ def _id(path: Path) -> str:
     return str(path.relative_to(REPO / 'configs'))
 
 
-# 75 configs, each built with its weight init run on meta tensors: in the slow suite, which CI runs
+# 73 configs, each built with its weight init run on meta tensors: in the slow suite, which CI runs
 @pytest.mark.slow
 @pytest.mark.parametrize('path', sorted(DERIVED), ids=_id)
 def test_variant_config_shapes_fit_on_the_meta_device(path: Path):
