@@ -315,3 +315,18 @@ def test_training_command_names_only_its_model_even_when_the_run_was_cut_short()
     bench['runs'] = [{'argv': ['van_b0', 'van_b1', '--train', '--threads', '1'], 'models': ['van_b0']}]
     text = '\n'.join(model_cards.render_family_training(bench, ['van_b0']))
     assert '1. `van_b0`: `python tools/benchmark.py van_b0 --train --threads 1`' in text
+
+
+def test_runs_started_in_the_same_second_describe_their_own_models():
+    # two benchmark processes started together and merged: each model's entries name the run
+    # that lists it (its machine and command), not whichever came last
+    entry = {'measured': {'run': 'T', 'commit': 'abc', 'load_avg': [1.0, 1.0]}}
+    bench = {'runs': [{'started': 'T', 'models': ['m_a'], 'argv': ['m_a', '--train', '--precision', 'float32'],
+                       'machine': {'cpu_model': 'CPU-A', 'torch': '2'}},
+                      {'started': 'T', 'models': ['m_b'], 'argv': ['m_b', '--train', '--precision', 'bfloat16'],
+                       'machine': {'cpu_model': 'CPU-B', 'torch': '2'}}],
+             'models': {m: {'train': {'classifier@224x224/b32': {'float32': {'plain': entry}}}} for m in ('m_a', 'm_b')}}
+    (text_a, _), = model_cards._train_provenance(bench, 'm_a')
+    (text_b, _), = model_cards._train_provenance(bench, 'm_b')
+    assert 'CPU-A' in text_a and '`python tools/benchmark.py m_a --train --precision float32`' in text_a
+    assert 'CPU-B' in text_b and '`python tools/benchmark.py m_b --train --precision bfloat16`' in text_b

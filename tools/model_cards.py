@@ -665,7 +665,11 @@ def _train_provenance(bench: dict, name: str) -> list[tuple[str, list[tuple[str,
     groups: dict[str | None, list] = {}
     for row in _train_entries(entry):
         groups.setdefault(_dig(row[3], 'measured', 'run'), []).append(row)
-    runs = {r.get('started'): r for r in bench.get('runs', [])}
+    # Runs started in the same second (parallel processes, merged) share ``started``: the one
+    # that measured this model is the one listing it.
+    runs: dict[str | None, list[dict]] = {}
+    for r in bench.get('runs', []):
+        runs.setdefault(r.get('started'), []).append(r)
     out = []
     for started in sorted(groups, key=lambda k: k or ''):
         rows = groups[started]
@@ -674,7 +678,8 @@ def _train_provenance(bench: dict, name: str) -> list[tuple[str, list[tuple[str,
             load = _loads([_train_load(entry)])
             machine = entry.get('train_machine') or bench.get('machine', {})
         else:
-            run = runs.get(started, {})
+            same = runs.get(started, [])
+            run = next((r for r in same if name in r.get('models', [])), same[0] if same else {})
             command, date = _train_command(bench, name, run), started
             commit = next((c for *_, e in rows if (c := _dig(e, 'measured', 'commit'))), None)
             ones = [x for *_, e in rows for x in (_dig(e, 'measured', 'load_avg') or []) if x is not None]
