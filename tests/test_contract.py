@@ -240,10 +240,10 @@ def _onnx_params() -> list:
     classifier export in the slow suite (which CI runs), every other variant under all_variants."""
     out = []
     for param in model_params():
-        (name,), marks = param.values, list(param.marks)
+        name = param.values[0]
         for features_only, kind in [(False, 'classifier'), (True, 'features')]:
-            extra = [pytest.mark.slow] if not marks and not features_only else []
-            out.append(pytest.param(name, features_only, id=f'{kind}-{name}', marks=marks + extra))
+            slow = [pytest.mark.slow] if name in SMALLEST and not features_only else []
+            out.append(pytest.param(name, features_only, id=f'{kind}-{name}', marks=[*param.marks, *slow]))
     return out
 
 
