@@ -122,7 +122,8 @@ def test_training_section_shows_the_train_entries():
     assert 'Train CPU, torch 2.y' in text and 'Test CPU' not in text  # and its machine
     assert 'Not measured yet: `van_b1`.' in text
     readme = model_cards.render_training(_bench_with_train(), ['van_b0', 'van_b1'])
-    assert '| `van_b0` | `classifier@224x224/b32` | 4.90 / — | — / 4.90 | 2617 / — | — / 2617 |' in readme
+    # the fixture's machine does not record bfloat16 instructions: its bfloat16 speed is marked
+    assert '| `van_b0` | `classifier@224x224/b32` | 4.90 / — | — / 4.90† | 2617 / — | — / 2617 |' in readme
 
 
 def test_training_section_names_the_run_of_each_entry():
@@ -152,6 +153,30 @@ def test_training_section_names_the_run_of_each_entry():
                          '(no bfloat16 instructions), torch 2.a; load average (1 min) 1.00–3.00; measured 2026-12-01 at commit `aaaaaaa`.')
     assert '`python tools/benchmark.py van_b0 --train --compile`; Train CPU, torch 2.y;' in runs['3']  # not its flags
     assert 'load average (1 min) 2.00–2.25; measured 2026-12-06 at commit `bbbbbbb`.' in runs['3']
+
+
+def test_readme_marks_bfloat16_speeds_from_cpus_without_bfloat16_instructions():
+    # One row, two runs: the bfloat16 speed of the run on a CPU with AMX stands as is; the one from
+    # a CPU without bfloat16 instructions, and the one from a run that did not record them, carry
+    # the mark; float32 speeds and memory never do.
+    stat = {'eager': {'img_per_s': _stat(2.0, 2.0, 2.0)}, 'memory': {'peak_mb': _stat(100.0, 100.0, 100.0)}}
+    runs = {'amx': ['avx512_bf16', 'amx_bf16'], 'none': [], 'unrecorded': None}
+    bench = {'runs': [{'started': k, 'models': ['m'], 'argv': ['m', '--train'],
+                       'machine': {'cpu_model': 'CPU', 'torch': '2', **({} if v is None else {'cpu_bf16_instructions': v})}}
+                      for k, v in runs.items()],
+             'models': {'m': {'train': {
+                 'classifier@224x224/b32': {'float32': {'plain': dict(stat, measured={'run': 'none'})},
+                                            'bfloat16': {'plain': dict(stat, measured={'run': 'amx'}),
+                                                         'grad_ckpt': dict(stat, measured={'run': 'none'})}},
+                 'dense@512x512/b2': {'bfloat16': {'plain': dict(stat, measured={'run': 'unrecorded'})}}}}}}
+    readme = model_cards.render_training(bench, ['m'])
+    assert '| `m` | `classifier@224x224/b32` | 2.00 / — | 2.00 / 2.00† | 100 / — | 100 / 100 |' in readme
+    assert '| `m` | `dense@512x512/b2` | — / — | 2.00† / — | — / — | 100 / — |' in readme
+    assert any(line.startswith('† measured on a CPU without bfloat16 instructions') for line in readme)
+    bench['runs'][1]['machine']['cpu_bf16_instructions'] = ['amx_bf16']
+    bench['runs'][2]['machine']['cpu_bf16_instructions'] = ['avx512_bf16']
+    readme = model_cards.render_training(bench, ['m'])
+    assert not any('†' in line for line in readme)  # no mark, no footnote
 
 
 def test_training_section_without_train_entries():
