@@ -16,6 +16,9 @@ Differences from the official code, none of which changes the outputs:
   flattening to tokens and back.
 - Its eps is a constructor argument: classification checkpoints used 1e-6, the official
   segmentation backbone ``nn.LayerNorm`` defaults (1e-5).
+- A training step on channels-last maps (the default) computes the MLP's last 1x1 conv as a
+  linear over channels through ``zoo.layers.linear_of_recomputed``: it keeps the GELU's input
+  only and remakes the GELU in the backward, one hidden-width map fewer per block.
 """
 from __future__ import annotations
 
@@ -28,7 +31,8 @@ from timm.models import register_model, generate_default_cfgs
 
 from zoo.builder import build_zoo_model
 from zoo.checkpoint import rename_keys
-from zoo.layers import batchnorm_affine, fold_affine_into_conv_input, scale_conv_output
+from zoo.layers import batchnorm_affine, fold_affine_into_conv_input, linear_of_recomputed, scale_conv_output
+from zoo.layers.tracing import is_capturing
 from zoo.staged import Stage, StagedModel, check_global_pool, init_trunc_normal
 
 __all__ = ['VAN']
@@ -96,8 +100,15 @@ class DwConvMlp(nn.Module):
         self.drop2 = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.drop1(self.act(self.dwconv(self.fc1(x))))
-        return self.drop2(self.fc2(x))
+        h = self.dwconv(self.fc1(x))
+        h_last = h.permute(0, 2, 3, 1)  # (B, H, W, hidden): a view of a channels-last map
+        if (h.requires_grad and h_last.is_contiguous() and not is_capturing()
+                and not (self.training and self.drop1.p > 0)):
+            # fc2 (a 1x1 conv) as a linear over the channels of the channels-last map: a training
+            # step keeps h only, not act(h) too; values and gradients of the plain formula.
+            out = linear_of_recomputed(self.act, (h_last,), self.fc2.weight.flatten(1), self.fc2.bias)
+            return self.drop2(out.permute(0, 3, 1, 2))
+        return self.drop2(self.fc2(self.drop1(self.act(h))))
 
 
 class VanBlock(nn.Module):
