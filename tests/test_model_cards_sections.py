@@ -156,7 +156,7 @@ def test_training_section_names_the_run_of_each_entry():
 
 
 def test_readme_marks_bfloat16_speeds_from_cpus_without_bfloat16_instructions():
-    # One row, two runs: the bfloat16 speed of the run on a CPU with AMX stands as is; the one from
+    # One model, three runs: the bfloat16 speed of the run on a CPU with AMX stands as is; the one from
     # a CPU without bfloat16 instructions, and the one from a run that did not record them, carry
     # the mark; float32 speeds and memory never do.
     stat = {'eager': {'img_per_s': _stat(2.0, 2.0, 2.0)}, 'memory': {'peak_mb': _stat(100.0, 100.0, 100.0)}}
