@@ -123,7 +123,8 @@ def test_training_section_shows_the_train_entries():
     assert 'Not measured yet: `van_b1`.' in text
     readme = model_cards.render_training(_bench_with_train(), ['van_b0', 'van_b1'])
     # the fixture's machine does not record bfloat16 instructions: its bfloat16 speed is marked
-    assert '| `van_b0` | `classifier@224x224/b32` | 4.90 / — | — / 4.90† | 2617 / — | — / 2617 |' in readme
+    assert '| `van_b0` | `classifier@224x224/b32` | 4.90 / — | — / 4.90† | 2617 / — | — / 2617 | — |' in readme
+    assert '| `van_b0` | `dense@512x512/b2` | 4.90 / — | — / — | 2617 / — | — / — | 1.48x (42 s) |' in readme  # 7.25 / 4.90
 
 
 def test_training_section_names_the_run_of_each_entry():
@@ -170,8 +171,8 @@ def test_readme_marks_bfloat16_speeds_from_cpus_without_bfloat16_instructions():
                                                          'grad_ckpt': dict(stat, measured={'run': 'none'})}},
                  'dense@512x512/b2': {'bfloat16': {'plain': dict(stat, measured={'run': 'unrecorded'})}}}}}}
     readme = model_cards.render_training(bench, ['m'])
-    assert '| `m` | `classifier@224x224/b32` | 2.00 / — | 2.00 / 2.00† | 100 / — | 100 / 100 |' in readme
-    assert '| `m` | `dense@512x512/b2` | — / — | 2.00† / — | — / — | 100 / — |' in readme
+    assert '| `m` | `classifier@224x224/b32` | 2.00 / — | 2.00 / 2.00† | 100 / — | 100 / 100 | — |' in readme
+    assert '| `m` | `dense@512x512/b2` | — / — | 2.00† / — | — / — | 100 / — | — |' in readme
     assert any(line.startswith('† measured on a CPU without bfloat16 instructions') for line in readme)
     bench['runs'][1]['machine']['cpu_bf16_instructions'] = ['amx_bf16']
     bench['runs'][2]['machine']['cpu_bf16_instructions'] = ['avx512_bf16']

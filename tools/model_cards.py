@@ -762,9 +762,10 @@ def render_training(bench: dict, models: Sequence[str]) -> list[str]:
                         'model_cards/benchmarks.json`.']
     lines += ['One eager training step per model and step kind (`tools/benchmark.py --train`; details, commands',
               'and load on each family card): img/s (median) and peak MiB (resident-set growth of one step),',
-              'plain / with gradient checkpointing.', '',
-              '| Model | Step | float32 img/s | bfloat16 img/s | float32 peak MiB | bfloat16 peak MiB |',
-              '|---|---|---|---|---|---|']
+              'plain / with gradient checkpointing; Compiled / eager: the `torch.compile`d float32 plain step\'s',
+              'throughput over the eager one\'s in the same run (`--compile`), with the compile time.', '',
+              '| Model | Step | float32 img/s | bfloat16 img/s | float32 peak MiB | bfloat16 peak MiB | Compiled / eager |',
+              '|---|---|---|---|---|---|---|']
     no_bf16 = False
     for m in measured:
         train = bench['models'][m]['train']
@@ -784,6 +785,10 @@ def render_training(bench: dict, models: Sequence[str]) -> list[str]:
                             value, no_bf16 = value + NO_BF16_MARK, True
                         values.append(value)
                     cells.append(' / '.join(values))
+            e = _dig(train, step, 'float32', 'plain') or {}
+            fast, slow = _median(_dig(e, 'compile', 'img_per_s')), _median(_dig(e, 'eager', 'img_per_s'))
+            took = _dig(e, 'compile', 'compile_s')
+            cells.append((f'{fast / slow:.2f}x' + (f' ({took:.0f} s)' if took is not None else '')) if fast and slow else DASH)
             lines.append(f'| `{m}` | `{step}` | ' + ' | '.join(cells) + ' |')
     if no_bf16:
         lines += ['', f'{NO_BF16_MARK} measured on a CPU without bfloat16 instructions (avx512_bf16, AMX) or not recorded as',
