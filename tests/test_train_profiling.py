@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
+from zoo.profiling import compile_cache
 from zoo.train_profiling import dense_loss, make_train_step, measure_train_step, set_grad_checkpointing, \
     train_peak_memory
 
@@ -75,6 +77,28 @@ def test_measure_train_step_with_grad_checkpointing_on_features_only():
                                 warmup=0, repeats=2, threads=1)
     assert result.batch_size == 1 and result.img_per_s.n == 2 and result.img_per_s.median > 0
     assert model.training and not model.model.stages[0].grad_checkpointing  # switched back off
+
+
+def test_compile_cache_is_empty_and_temporary(monkeypatch, tmp_path):
+    monkeypatch.setenv('TORCHINDUCTOR_CACHE_DIR', str(tmp_path))
+    with compile_cache(True):
+        inside = os.environ['TORCHINDUCTOR_CACHE_DIR']
+        assert inside != str(tmp_path) and os.listdir(inside) == []
+    assert not os.path.exists(inside) and os.environ['TORCHINDUCTOR_CACHE_DIR'] == str(tmp_path)
+    with compile_cache(False):
+        assert os.environ['TORCHINDUCTOR_CACHE_DIR'] == str(tmp_path)
+
+
+@pytest.mark.slow
+def test_compiled_step_leaves_the_users_inductor_cache_alone(monkeypatch, tmp_path):
+    # Each compiled measurement gets its own empty cache, so nothing lands in the cache the user
+    # configured (which a warm re-run would otherwise read).
+    monkeypatch.setenv('TORCHINDUCTOR_CACHE_DIR', str(tmp_path))
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.GELU())
+    result = measure_train_step(model, torch.randn(2, 3, 16, 16), kind='dense', compile=True, warmup=0,
+                                repeats=1)
+    assert result.compiled and result.compile_s > 0
+    assert list(tmp_path.iterdir()) == []
 
 
 # measuring children in fresh processes: in the slow suite, which CI runs

@@ -266,6 +266,21 @@ def count_flops(model: nn.Module, input_size: Sequence[int] | torch.Tensor) -> F
 
 
 @contextmanager
+def compile_cache(compile: bool) -> Iterator[None]:
+    """Give a compiled measurement an empty inductor cache, so ``compile_s`` is a cold compile.
+
+    Inductor's on-disk cache outlives the process: without this a re-run times cache hits.
+    The temporary cache is removed afterwards; nothing happens when ``compile`` is false.
+    """
+    if not compile:
+        yield
+        return
+    from torch._inductor.utils import fresh_cache
+    with fresh_cache():
+        yield
+
+
+@contextmanager
 def _num_threads(threads: int | None) -> Iterator[int]:
     previous = torch.get_num_threads()
     if threads is not None:
@@ -290,7 +305,7 @@ def measure_speed(model: nn.Module | Callable[[torch.Tensor], Any], input: torch
         threads: intra-op threads for torch during the measurement (restored after); None
             keeps the current setting.
         compile: run ``torch.compile(model)`` instead of the eager model; the first call
-            (which compiles) is timed separately as ``compile_s``.
+            (which compiles, from an empty inductor cache) is timed separately as ``compile_s``.
     """
     if repeats < 1:
         raise ValueError('repeats must be >= 1')
@@ -305,7 +320,7 @@ def measure_speed(model: nn.Module | Callable[[torch.Tensor], Any], input: torch
         model = torch.compile(model)
     compile_s = None
     times = []
-    with _num_threads(threads) as used_threads, torch.inference_mode():
+    with compile_cache(compile), _num_threads(threads) as used_threads, torch.inference_mode():
         if compile:
             start = time.perf_counter()
             model(input)

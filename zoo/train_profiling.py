@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.cpu_memory import release_freed_memory
-from zoo.profiling import MemoryResult, SpeedResult, Stat, _can_reset_peak, _create, _num_threads, _status_kib
+from zoo.profiling import MemoryResult, SpeedResult, Stat, _can_reset_peak, _create, _num_threads, _status_kib, compile_cache
 
 __all__ = ['STEP_KINDS', 'PRECISIONS', 'dense_loss', 'make_train_step', 'measure_train_step', 'set_grad_checkpointing',
            'train_peak_memory']
@@ -127,8 +127,8 @@ def measure_train_step(model: nn.Module, images: torch.Tensor, *, kind: str, lab
         labels: class indices for a ``'classifier'`` step (random ones if None).
         precision: ``'float32'``, ``'bfloat16'`` or ``'float16'`` (autocast).
         grad_checkpointing: call ``model.set_grad_checkpointing(True)`` first.
-        compile: step through ``torch.compile(model)``; the first (compiling) step is timed
-            separately as ``compile_s``.
+        compile: step through ``torch.compile(model)``; the first (compiling) step, from an
+            empty inductor cache, is timed separately as ``compile_s``.
         warmup: untimed steps first.
         repeats: timed steps, one sample each.
         threads: intra-op threads during the measurement (None: as set).
@@ -151,7 +151,7 @@ def measure_train_step(model: nn.Module, images: torch.Tensor, *, kind: str, lab
     step = make_train_step(runner, kind, precision=precision, device_type=images.device.type)
     compile_s = None
     times = []
-    with _num_threads(threads) as used_threads:
+    with compile_cache(compile), _num_threads(threads) as used_threads:
         if compile:
             start = time.perf_counter()
             step(images, labels)
