@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.cpu_memory import release_freed_memory
-from zoo.profiling import MemoryResult, SpeedResult, Stat, _can_reset_peak, _create, _num_threads, _status_kib, compile_cache
+from zoo.profiling import MemoryResult, SpeedResult, Stat, _can_reset_peak, _create, _num_threads, _status_kib, \
+    compile_cache
 
 __all__ = ['STEP_KINDS', 'PRECISIONS', 'dense_loss', 'make_train_step', 'measure_train_step', 'set_grad_checkpointing',
            'train_peak_memory']
