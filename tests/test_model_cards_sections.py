@@ -180,6 +180,38 @@ def test_readme_marks_bfloat16_speeds_from_cpus_without_bfloat16_instructions():
     assert not any('†' in line for line in readme)  # no mark, no footnote
 
 
+def test_speeds_from_a_minority_cpu_are_marked_and_the_card_says_its_runs_mix_cpus():
+    # Two models, three runs: two runs on a Xeon measure three entries, a --compile run on an EPYC
+    # re-measures one row's float32 plain step. The README marks that speed (not its memory, not the
+    # row's Xeon speeds) and names both CPUs; the card of the mixed model says its runs span two
+    # CPUs, the other card does not.
+    stat = {'eager': {'img_per_s': _stat(2.0, 2.0, 2.0)}, 'memory': {'peak_mb': _stat(100.0, 100.0, 100.0)}}
+    amx = ['amx_bf16']
+    bench = {'runs': [{'started': 'x1', 'models': ['m'], 'argv': ['m', '--train'],
+                       'machine': {'cpu_model': 'Xeon', 'torch': '2', 'cpu_bf16_instructions': amx}},
+                      {'started': 'x2', 'models': ['n'], 'argv': ['n', '--train'],
+                       'machine': {'cpu_model': 'Xeon', 'torch': '2', 'cpu_bf16_instructions': amx}},
+                      {'started': 'e1', 'models': ['m'], 'argv': ['m', '--train', '--compile'],
+                       'machine': {'cpu_model': 'EPYC', 'torch': '2', 'cpu_bf16_instructions': amx}}],
+             'models': {'m': {'train': {'classifier@224x224/b32': {
+                                 'float32': {'plain': dict(stat, measured={'run': 'e1'}),
+                                             'grad_ckpt': dict(stat, measured={'run': 'x1'})},
+                                 'bfloat16': {'plain': dict(stat, measured={'run': 'x1'})}}}},
+                        'n': {'train': {'classifier@224x224/b32': {
+                                 'float32': {'plain': dict(stat, measured={'run': 'x2'})}}}}}}
+    readme = model_cards.render_training(bench, ['m', 'n'])
+    assert '| `m` | `classifier@224x224/b32` | 2.00‡ / 2.00 | 2.00 / — | 100 / 100 | 100 / — | — |' in readme
+    assert '| `n` | `classifier@224x224/b32` | 2.00 / — | — / — | 100 / — | — / — | — |' in readme
+    assert any(line.startswith('‡ measured on EPYC, not on the Xeon that measured') for line in readme)
+    mixed = model_cards.render_family_training(bench, ['m'])
+    assert any(line.startswith('These runs ran on 2 CPU models (EPYC, Xeon)') for line in mixed)
+    assert not any('CPU models' in line for line in model_cards.render_family_training(bench, ['n']))
+    # One CPU throughout: no mark, no footnote.
+    bench['runs'][2]['machine']['cpu_model'] = 'Xeon'
+    assert not any('‡' in line for line in model_cards.render_training(bench, ['m', 'n']))
+    assert not any('CPU models' in line for line in model_cards.render_family_training(bench, ['m']))
+
+
 def test_training_section_without_train_entries():
     for bench in ({}, {'models': {'van_b0': {'gmacs': 1.0}}}):
         lines = model_cards.render_family_training(bench, ['van_b0'])

@@ -29,6 +29,7 @@ import json
 import re
 import statistics
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -610,6 +611,7 @@ TRAIN_END = '<!-- /training -->'
 PRECISION_ORDER = ('float32', 'bfloat16', 'float16')
 CKPT_ORDER = ('plain', 'grad_ckpt')
 NO_BF16_MARK = '†'
+OTHER_CPU_MARK = '‡'
 
 
 def _step_key(step: str) -> tuple:
@@ -748,6 +750,11 @@ def render_family_training(bench: dict, models: Sequence[str]) -> list[str]:
             lines.append('| ' + ' | '.join([*cells, label_of[id(e)]]) + ' |')
     lines += ['', 'Runs:', '']
     lines += [f'{label}. `{m}`: {text}' for label, text, m, _ in runs]
+    cpus = sorted({_train_run(bench, m, _dig(rows[0][3], 'measured', 'run'))[1].get('cpu_model', '?')
+                   for _, _, m, rows in runs})
+    if len(cpus) > 1:
+        lines += ['', f'These runs ran on {len(cpus)} CPU models ({", ".join(cpus)}): read speeds only against rows',
+                  'whose runs share a CPU. A compiled / eager ratio is always of one run.']
     if missing:
         lines += ['', 'Not measured yet: ' + ', '.join(f'`{m}`' for m in missing) + '.']
     return lines + [TRAIN_END]
@@ -767,6 +774,14 @@ def render_training(bench: dict, models: Sequence[str]) -> list[str]:
               '| Model | Step | float32 img/s | bfloat16 img/s | float32 peak MiB | bfloat16 peak MiB | Compiled / eager |',
               '|---|---|---|---|---|---|---|']
     no_bf16 = False
+    # Speeds from different CPU models do not compare, and a row can hold several (a --compile run
+    # re-measures the float32 plain step on whatever machine it ran): the CPU that measured most
+    # figures is the table's, the other CPUs' speeds carry a mark.
+    cpu_of = {id(e): _train_run(bench, m, _dig(e, 'measured', 'run'))[1].get('cpu_model', '?')
+              for m in measured for *_, e in _train_entries(bench['models'][m])}
+    counts = Counter(cpu_of.values())
+    table_cpu = max(counts, key=lambda cpu: (counts[cpu], cpu))
+    other_cpus: set[str] = set()
     for m in measured:
         train = bench['models'][m]['train']
         for step in sorted(train, key=_step_key):
@@ -783,6 +798,9 @@ def render_training(bench: dict, models: Sequence[str]) -> list[str]:
                         if e and precision == 'bfloat16' and what[1] == 'img_per_s' and value != DASH and \
                                 not _train_run(bench, m, _dig(e, 'measured', 'run'))[1].get('cpu_bf16_instructions'):
                             value, no_bf16 = value + NO_BF16_MARK, True
+                        if e and what[1] == 'img_per_s' and value != DASH and cpu_of[id(e)] != table_cpu:
+                            value += OTHER_CPU_MARK
+                            other_cpus.add(cpu_of[id(e)])
                         values.append(value)
                     cells.append(' / '.join(values))
             e = _dig(train, step, 'float32', 'plain') or {}
@@ -795,6 +813,10 @@ def render_training(bench: dict, models: Sequence[str]) -> list[str]:
                   'having them (runs from before the record): such a CPU runs bfloat16 matmuls through float32',
                   'conversions, so the speed understates one that has them and says nothing of GPU AMP (each card',
                   'lists its runs\' machines).']
+    if other_cpus:
+        lines += ['', f'{OTHER_CPU_MARK} measured on ' + ', '.join(sorted(other_cpus)) + f', not on the {table_cpu} that measured',
+                  'the other speeds: read it only against speeds from the same CPU (a row can mix them: the',
+                  '`--compile` runs re-measured the float32 plain steps; each card lists its runs\' machines).']
     missing = [m for m in models if m not in measured]
     if missing:
         lines += ['', f'Not measured yet ({len(missing)}): ' + ', '.join(f'`{m}`' for m in missing) + '.']
