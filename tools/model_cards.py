@@ -777,8 +777,9 @@ def render_training(bench: dict, models: Sequence[str]) -> list[str]:
     # Speeds from different CPU models do not compare, and a row can hold several (a --compile run
     # re-measures the float32 plain step on whatever machine it ran): the CPU that measured most
     # figures is the table's, the other CPUs' speeds carry a mark.
-    cpu_of = {id(e): _train_run(bench, m, _dig(e, 'measured', 'run'))[1].get('cpu_model', '?')
-              for m in measured for *_, e in _train_entries(bench['models'][m])}
+    machine_of = {id(e): _train_run(bench, m, _dig(e, 'measured', 'run'))[1]
+                  for m in measured for *_, e in _train_entries(bench['models'][m])}
+    cpu_of = {key: machine.get('cpu_model', '?') for key, machine in machine_of.items()}
     counts = Counter(cpu_of.values())
     table_cpu = max(counts, key=lambda cpu: (counts[cpu], cpu))
     other_cpus: set[str] = set()
@@ -796,7 +797,7 @@ def render_training(bench: dict, models: Sequence[str]) -> list[str]:
                         # A bfloat16 speed from a CPU without bfloat16 instructions is a float32
                         # emulation's: it cannot be read against the other rows' bfloat16 speeds.
                         if e and precision == 'bfloat16' and what[1] == 'img_per_s' and value != DASH and \
-                                not _train_run(bench, m, _dig(e, 'measured', 'run'))[1].get('cpu_bf16_instructions'):
+                                not machine_of[id(e)].get('cpu_bf16_instructions'):
                             value, no_bf16 = value + NO_BF16_MARK, True
                         if e and what[1] == 'img_per_s' and value != DASH and cpu_of[id(e)] != table_cpu:
                             value += OTHER_CPU_MARK
