@@ -191,6 +191,32 @@ def test_benchmark_train_keeps_the_inference_machine_and_records_its_own(tmp_pat
     assert 'stale' not in dense and dense['eager']['batch_size'] == 1
 
 
+def test_benchmark_train_keeps_the_entries_a_cut_short_run_finished(tmp_path):
+    # An interrupt during the second entry (the dense step) must leave the first on disk, with its
+    # provenance and the machine, and nothing of the unfinished one.
+    bench = _load_benchmark()
+    measure = bench.measure_train_step
+
+    def interrupted_on_dense(model, images, *, kind, **kwargs):
+        if kind == 'dense':
+            raise KeyboardInterrupt
+        return measure(model, images, kind=kind, **kwargs)
+
+    bench.measure_train_step = interrupted_on_dense
+    out = tmp_path / 'bench.json'
+    with pytest.raises(KeyboardInterrupt):
+        bench.main(['van_b0', '--train', '--quick', '--threads', '1', '--img-size', '64', '--train-dense', '96:1',
+                    '--precision', 'float32', '--grad-ckpt', 'plain', '--no-train-memory', '--json', str(out)])
+    doc = json.loads(out.read_text())
+    entry = doc['models']['van_b0']
+    assert set(entry['train']) == {'classifier@64x64/b2'}
+    classifier = entry['train']['classifier@64x64/b2']['float32']['plain']
+    assert classifier['eager']['batch_size'] == 2 and classifier['eager']['img_per_s']['n'] == 3
+    assert classifier['measured']['run'] == doc['runs'][-1]['started']
+    assert entry['train_machine']['cpu_model'] == doc['runs'][-1]['machine']['cpu_model']
+    assert 'end' not in entry['train_load_avg']  # the model's run did not finish
+
+
 def test_benchmark_rejects_a_bad_dense_spec(capsys):
     with pytest.raises(SystemExit):
         _load_benchmark().parse_args(['van_b0', '--train', '--train-dense', '512x2'])

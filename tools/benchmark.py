@@ -18,7 +18,9 @@ the zoo's backends).
 
 Every timing is a median with quartiles and range over --repeats runs. With --json, the
 results are merged into the file per model (and per backend / mode / size), so runs can be
-split across invocations; the file also records the machine and its matmul peak.
+split across invocations; the file also records the machine and its matmul peak. A --train
+run writes each finished (step, precision, checkpointing) entry at once: one cut short keeps
+them, and its model's train_load_avg has no ``end``.
 
 JSON layout (a "stat" is {median, q25, q75, min, max, n}):
     schema, machine (zoo.profiling.machine_info), matmul_peak_gflops (stat, latest run),
@@ -55,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import copy
 import json
 import os
 import subprocess
@@ -62,7 +65,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -304,8 +307,12 @@ def train_steps(name: str, args: argparse.Namespace, channels: int, hw: tuple[in
     return steps
 
 
-def bench_train(name: str, args: argparse.Namespace, run_started: str | None = None) -> dict[str, Any]:
+def bench_train(name: str, args: argparse.Namespace, run_started: str | None = None,
+                on_entry: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Measure the training steps of one model; a failing measurement is recorded and skipped.
+
+    ``on_entry`` is called with the result so far after every (step, precision, checkpointing)
+    entry: a large model's run takes hours, and one cut short keeps the entries it finished.
 
     Each (step, precision, checkpointing) entry records under ``measured`` the run that measured
     it (``run``: its ``started`` in the JSON's ``runs``), the commit and the 1-minute load average
@@ -353,6 +360,8 @@ def bench_train(name: str, args: argparse.Namespace, run_started: str | None = N
                 entry['measured'] = {'run': run_started, 'commit': commit,
                                      'load_avg': [(load_start or [None])[0], (_load_avg() or [None])[0]]}
                 result.setdefault('train', {}).setdefault(key, {}).setdefault(precision, {})[ckpt] = entry
+                if on_entry is not None:
+                    on_entry(result)
     result['train_load_avg']['end'] = _load_avg()
     return result
 
@@ -478,6 +487,18 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {}
     tags = [*args.set, *(['reparam'] if args.reparam else []), *(['retain-memory'] if args.retain_memory else [])]
     suffix = f'[{",".join(tags)}]' if tags else ''
+    def save(key: str, result: dict[str, Any]) -> None:
+        if args.json is None:
+            return
+        entry = doc['models'].setdefault(key, {})
+        entry.pop('errors', None)  # errors describe the latest run of the model only
+        for step, precisions in result.get('train', {}).items():
+            for precision, ckpts in precisions.items():
+                for ckpt in ckpts:  # replaced whole: figures and their provenance go together
+                    entry.get('train', {}).get(step, {}).get(precision, {}).pop(ckpt, None)
+        merge(entry, copy.deepcopy(result))  # a partial result is still being filled in
+        write_json(args.json, doc)
+
     for name in names:
         key = name + suffix
         print(f'{key} ...', flush=True)
@@ -485,21 +506,17 @@ def main(argv: list[str] | None = None) -> int:
             if args.train:
                 # Each model carries the machine of its training figures: a --train run into a file of
                 # inference figures must not relabel those, and training runs may happen elsewhere.
-                results[key] = dict(bench_train(name, args, run['started']), train_machine=machine)
+                def save_partial(partial: dict[str, Any], key: str = key) -> None:
+                    save(key, dict(partial, train_machine=machine))
+
+                results[key] = dict(bench_train(name, args, run['started'], on_entry=save_partial),
+                                    train_machine=machine)
             else:
                 results[key] = bench_model(name, args, backends, peak.median)
         except Exception as err:  # record and go on: an --all run must reach the other models
             traceback.print_exc()
             results[key] = {'errors': {'benchmark': _error(err)}}
-        if args.json is not None:
-            entry = doc['models'].setdefault(key, {})
-            entry.pop('errors', None)  # errors describe the latest run of the model only
-            for step, precisions in results[key].get('train', {}).items():
-                for precision, ckpts in precisions.items():
-                    for ckpt in ckpts:  # replaced whole: figures and their provenance go together
-                        entry.get('train', {}).get(step, {}).get(precision, {}).pop(ckpt, None)
-            merge(entry, results[key])
-            write_json(args.json, doc)
+        save(key, results[key])
     print()
     print_report(results, args)
     return 1 if any(res.get('errors') for res in results.values()) else 0
