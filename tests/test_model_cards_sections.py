@@ -388,3 +388,12 @@ def test_runs_started_in_the_same_second_describe_their_own_models():
     (text_b, _), = model_cards._train_provenance(bench, 'm_b')
     assert 'CPU-A' in text_a and '`python tools/benchmark.py m_a --train --precision float32`' in text_a
     assert 'CPU-B' in text_b and '`python tools/benchmark.py m_b --train --precision bfloat16`' in text_b
+
+
+@pytest.mark.parametrize('median, q25, q75, expected', [
+    (12.345, 12.0, 12.5, '12.35 [12.00–12.50]'), (0.33, 0.32, 0.34, '0.33 [0.32–0.34]'),
+    # below 0.1 img/s two significant digits, the quartiles at the median's decimals
+    (0.0178, 0.0171, 0.0182, '0.018 [0.017–0.018]'), (0.00204, 0.0019, 0.0021, '0.0020 [0.0019–0.0021]')])
+def test_slow_speeds_keep_two_significant_digits(median, q25, q75, expected):
+    stat = {'median': median, 'q25': q25, 'q75': q75}
+    assert model_cards._stat_cell(stat, model_cards._speed_fmt(median)) == expected

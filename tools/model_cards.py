@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import statistics
 import sys
@@ -505,7 +506,7 @@ def _side_step_row(label: str, step: dict) -> str:
     thr, mem = step.get('throughput_ratio'), step.get('memory_ratio')
     return '| ' + ' | '.join([
         f"{label} {step.get('input_size')}x{step.get('input_size')}, batch {step.get('batch_size')}",
-        _num(_dig(speed, 'ours', 'img_per_s'), '.2f'), _num(_dig(speed, 'official', 'img_per_s'), '.2f'),
+        *(_num(v, _speed_fmt(v)) for v in (_dig(speed, 'ours', 'img_per_s'), _dig(speed, 'official', 'img_per_s'))),
         _ratio(thr, thr is not None and thr < 1.0),
         _num(_dig(memory, 'ours', 'peak_mb'), '.0f'), _num(_dig(memory, 'official', 'peak_mb'), '.0f'),
         _ratio(mem, mem is not None and mem > 1.0)]) + ' |'
@@ -625,6 +626,14 @@ def _order(key: str, order: Sequence[str]) -> tuple:
     return (order.index(key) if key in order else len(order), key)
 
 
+def _speed_fmt(value: float | None) -> str:
+    """Two decimals, or two significant digits below 0.1 img/s: a large model's 1024x1024 step on
+    one CPU thread runs at a few thousandths of an image per second, which '.2f' shows as 0.00."""
+    if value is None or value <= 0 or value >= 0.1:
+        return '.2f'
+    return f'.{1 - math.floor(math.log10(value))}f'
+
+
 def _stat_cell(stat: dict | None, fmt: str, iqr: bool = True) -> str:
     if not stat or stat.get('median') is None:
         return DASH
@@ -739,13 +748,14 @@ def render_family_training(bench: dict, models: Sequence[str]) -> list[str]:
     for m in measured:
         for step, precision, ckpt, e in _train_entries(entries[m]):
             eager = e.get('eager', {})
-            cells = [f'`{m}`', f'`{step}`', precision, ckpt, _stat_cell(eager.get('img_per_s'), '.2f'),
+            cells = [f'`{m}`', f'`{step}`', precision, ckpt,
+                     _stat_cell(eager.get('img_per_s'), _speed_fmt(_median(eager.get('img_per_s')))),
                      _stat_cell(eager.get('latency_ms'), '.0f', iqr=False),
                      _stat_cell(_dig(e, 'memory', 'peak_mb'), '.0f', iqr=False)]
             if compiled:
                 comp = e.get('compile', {})
                 fast, slow = _median(comp.get('img_per_s')), _median(eager.get('img_per_s'))
-                cells += [_stat_cell(comp.get('img_per_s'), '.2f'),
+                cells += [_stat_cell(comp.get('img_per_s'), _speed_fmt(_median(comp.get('img_per_s')))),
                           f'{fast / slow:.2f}x' if fast and slow else DASH, _num(comp.get('compile_s'), '.0f')]
             lines.append('| ' + ' | '.join([*cells, label_of[id(e)]]) + ' |')
     lines += ['', 'Runs:', '']
@@ -789,11 +799,11 @@ def render_training(bench: dict, models: Sequence[str]) -> list[str]:
             cells = []
             for what in (('eager', 'img_per_s'), ('memory', 'peak_mb')):
                 for precision in ('float32', 'bfloat16'):
-                    fmt = '.2f' if what[1] == 'img_per_s' else '.0f'
                     values = []
                     for c in CKPT_ORDER:
                         e = _dig(train, step, precision, c)
-                        value = _num(_median(_dig(e or {}, *what)), fmt)
+                        median = _median(_dig(e or {}, *what))
+                        value = _num(median, _speed_fmt(median) if what[1] == 'img_per_s' else '.0f')
                         # A bfloat16 speed from a CPU without bfloat16 instructions is a float32
                         # emulation's: it cannot be read against the other rows' bfloat16 speeds.
                         if e and precision == 'bfloat16' and what[1] == 'img_per_s' and value != DASH and \
