@@ -487,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {}
     tags = [*args.set, *(['reparam'] if args.reparam else []), *(['retain-memory'] if args.retain_memory else [])]
     suffix = f'[{",".join(tags)}]' if tags else ''
+
     def save(key: str, result: dict[str, Any]) -> None:
         if args.json is None:
             return

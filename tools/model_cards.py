@@ -641,6 +641,10 @@ def _stat_cell(stat: dict | None, fmt: str, iqr: bool = True) -> str:
     return format(stat['median'], fmt) + spread
 
 
+def _speed_cell(stat: dict | None) -> str:
+    return _stat_cell(stat, _speed_fmt(_median(stat)))
+
+
 def _train_entries(entry: dict) -> list[tuple[str, str, str, dict]]:
     """(step, precision, checkpointing, measurements), in display order."""
     out = []
@@ -748,14 +752,13 @@ def render_family_training(bench: dict, models: Sequence[str]) -> list[str]:
     for m in measured:
         for step, precision, ckpt, e in _train_entries(entries[m]):
             eager = e.get('eager', {})
-            cells = [f'`{m}`', f'`{step}`', precision, ckpt,
-                     _stat_cell(eager.get('img_per_s'), _speed_fmt(_median(eager.get('img_per_s')))),
+            cells = [f'`{m}`', f'`{step}`', precision, ckpt, _speed_cell(eager.get('img_per_s')),
                      _stat_cell(eager.get('latency_ms'), '.0f', iqr=False),
                      _stat_cell(_dig(e, 'memory', 'peak_mb'), '.0f', iqr=False)]
             if compiled:
                 comp = e.get('compile', {})
                 fast, slow = _median(comp.get('img_per_s')), _median(eager.get('img_per_s'))
-                cells += [_stat_cell(comp.get('img_per_s'), _speed_fmt(_median(comp.get('img_per_s')))),
+                cells += [_speed_cell(comp.get('img_per_s')),
                           f'{fast / slow:.2f}x' if fast and slow else DASH, _num(comp.get('compile_s'), '.0f')]
             lines.append('| ' + ' | '.join([*cells, label_of[id(e)]]) + ' |')
     lines += ['', 'Runs:', '']
