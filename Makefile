@@ -13,9 +13,12 @@ demo: setup
 	$(PY) tools/demo.py
 
 # Default suite: everything but the slow end-to-end tests, heavy checks on the smallest
-# variant of each family.
+# variant of each family. TEST_WORKERS processes (pytest-xdist) share the tests a file at a
+# time, each with a share of the cores (tests/conftest.py); TEST_WORKERS=0 runs them in this
+# process. Each worker can hold a few GB: raise it with the machine's memory, not only its cores.
+TEST_WORKERS ?= 2
 test: setup
-	$(PYTEST)
+	$(PYTEST) -n $(TEST_WORKERS) --dist loadfile
 
 # The slow end-to-end tests (torch.compile, training runs, every variant).
 test-slow: setup

@@ -15,9 +15,11 @@ import zoo
 from zoo.registry import list_families
 from zoo_testutils import ALL_MODELS, SMALLEST
 
-# Tests measure behaviour, not speed: keep them deterministic and within 2 cores.
+# Tests measure behaviour, not speed: keep them deterministic and within 2 cores, shared
+# among pytest-xdist's workers (`make test` runs two).
 torch.manual_seed(0)
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+XDIST_WORKERS = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // XDIST_WORKERS))
 
 
 @pytest.fixture(scope='module')
