@@ -18,7 +18,7 @@ from timm.models import get_pretrained_cfg
 from timm.models._manipulate import group_parameters
 
 from zoo.layers import InputError
-from zoo.registry import family_of, pretrained_tags, timm_tags
+from zoo.registry import _SkipInitOnMeta, family_of, meta_model, pretrained_tags, timm_tags
 from zoo_testutils import ALL_MODELS, DATA, SMALLEST, model_params
 
 # One file per family (tests/data/official_params/<family>.json), each with a '_source' note.
@@ -47,9 +47,22 @@ def _size(name: str) -> tuple[int, int]:
 @pytest.mark.parametrize('name', ALL_MODELS)
 def test_param_count_is_official(name):
     assert name in OFFICIAL_PARAMS, f'add the official parameter count of {name} to tests/data/official_params/<family>.json'
-    with torch.device('meta'):
-        model = timm.create_model(name, num_classes=1000)
-    assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[name]
+    # built as zoo.registry.param_count builds it: its skipped initialisation changes no shape
+    assert sum(p.numel() for p in meta_model(name, num_classes=1000).parameters()) == OFFICIAL_PARAMS[name]
+
+
+@pytest.mark.parametrize('name', model_params())
+def test_meta_model_has_the_shapes_of_the_model(name):
+    # meta_model skips the initialisers on meta tensors only: every parameter and buffer keeps its
+    # shape and dtype, and a real tensor's in-place ops still run inside it.
+    real = timm.create_model(name)
+    meta = meta_model(name)
+    assert {k: (v.shape, v.dtype) for k, v in meta.state_dict().items()} == \
+        {k: (v.shape, v.dtype) for k, v in real.state_dict().items()}
+    assert all(v.is_meta for v in meta.state_dict().values())
+    with torch.device('meta'), _SkipInitOnMeta():
+        t = torch.zeros(3, device='cpu').fill_(2.0).add_(1.0)
+    assert t.tolist() == [3.0, 3.0, 3.0]
 
 
 @pytest.mark.parametrize('name', ALL_MODELS)

@@ -10,12 +10,14 @@ from types import ModuleType
 from typing import Any
 
 import timm
+import torch
 from timm.models import generate_default_cfgs, get_pretrained_cfg, is_model, model_entrypoint
 from timm.models._pretrained import DefaultCfg, PretrainedCfg
 from timm.models._registry import _model_default_cfgs
+from torch.overrides import TorchFunctionMode
 
-__all__ = ['list_models', 'list_families', 'family_of', 'smallest_variant', 'ModelInfo', 'model_info',
-           'pretrained_tags', 'with_timm_tags', 'replaced_timm_module', 'timm_tags']
+__all__ = ['list_models', 'list_families', 'family_of', 'smallest_variant', 'meta_model', 'param_count', 'ModelInfo',
+           'model_info', 'pretrained_tags', 'with_timm_tags', 'replaced_timm_module', 'timm_tags']
 
 _PACKAGE = 'backbones.'
 
@@ -97,13 +99,37 @@ def family_of(name: str) -> str:
     return module[len(_PACKAGE):]
 
 
+class _SkipInitOnMeta(TorchFunctionMode):
+    """Value-only in-place ops (the initialisers' ``normal_``, ``uniform_``, ``zero_``...) do
+    nothing on meta tensors.
+
+    A meta tensor holds no values, yet PyTorch runs these ops' Python reference implementations on
+    it: most of the time a large variant takes to build on the meta device goes to initialising
+    it. Ops that change a shape, or act on real tensors, run as usual.
+    """
+
+    VALUE_ONLY = frozenset({'normal_', 'uniform_', 'zero_', 'fill_', 'erfinv_', 'mul_', 'add_', 'sub_', 'div_',
+                            'clamp_', 'copy_', 'exponential_', 'bernoulli_', 'random_', 'log_', 'exp_', 'sqrt_',
+                            'abs_', 'neg_', 'masked_fill_'})
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if (getattr(func, '__name__', None) in self.VALUE_ONLY and args and isinstance(args[0], torch.Tensor)
+                and args[0].is_meta):
+            return args[0]
+        return func(*args, **(kwargs or {}))
+
+
+def meta_model(name: str, **kwargs: Any) -> torch.nn.Module:
+    """``timm.create_model(name, **kwargs)`` on the meta device, uninitialised: its shapes and
+    parameter count, without memory."""
+    with torch.device('meta'), _SkipInitOnMeta():
+        return timm.create_model(name, **kwargs)
+
+
 @lru_cache(maxsize=None)
 def param_count(name: str) -> int:
-    """Parameter count of a model at its defaults, built on the meta device (no memory, fast)."""
-    import torch
-    with torch.device('meta'):
-        model = timm.create_model(name)
-    return sum(p.numel() for p in model.parameters())
+    """Parameter count of a model at its defaults (built by ``meta_model``)."""
+    return sum(p.numel() for p in meta_model(name).parameters())
 
 
 def smallest_variant(family: str) -> str:
