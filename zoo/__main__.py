@@ -7,11 +7,10 @@ import os
 import re
 import sys
 
-import timm
 import torch
 
 from . import attention
-from .registry import list_families, list_models, model_info, smallest_variant
+from .registry import list_families, list_models, meta_model, model_info, smallest_variant
 from .tables import format_table
 
 def _row(info) -> list[str]:
@@ -29,8 +28,7 @@ def family_ops(family: str) -> tuple[str, list[str]]:
         (the model's name, its ops in the order of ``zoo.attention.list_ops()``).
     """
     name = smallest_variant(family)
-    with torch.device('meta'):
-        model = timm.create_model(name, pretrained=False).eval()
+    model = meta_model(name, pretrained=False).eval()
     x = torch.empty(1, *model.pretrained_cfg['input_size'], device='meta')
     # Recorded under 'reference' (every op has it, and it runs on meta): the ops called do not
     # depend on the backend, and a global setting in the environment must not change them.

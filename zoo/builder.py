@@ -27,6 +27,7 @@ import torch.nn as nn
 from timm.models import build_model_with_cfg, resolve_pretrained_cfg
 
 from .checkpoint import CheckpointError, check_state_dict, load_state_dict
+from .registry import meta_model
 
 __all__ = ['build_zoo_model', 'resolve_weights_file', 'download_url', 'download_hf', 'matching_variants']
 
@@ -102,8 +103,7 @@ def matching_variants(state_dict: dict[str, torch.Tensor], filter_fn: Callable |
     for name in timm.list_models():
         if name == variant or model_entrypoint(name).__module__ != module:
             continue
-        with torch.device('meta'):  # shapes only: no memory, no init
-            candidate = timm.create_model(name)
+        candidate = meta_model(name)  # shapes only: no memory, no init
         try:
             converted = filter_fn(state_dict, candidate) if filter_fn is not None else state_dict
             check_state_dict(candidate, converted)

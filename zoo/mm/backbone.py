@@ -29,7 +29,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..builder import download_url, matching_variants
 from ..checkpoint import CheckpointError, check_state_dict, load_state_dict, summarise_keys
-from ..registry import family_of, list_models
+from ..registry import family_of, list_models, meta_model
 
 __all__ = ['ZooBackbone', 'register_family_alias', 'OFFICIAL_OUT_NORM_KEYS']
 
@@ -211,8 +211,7 @@ class ZooBackbone(BaseModule):
                 norms.setdefault(int(match.group(1)), {})[match.group(2)] = value
             else:
                 rest[key] = value
-        with torch.device('meta'):
-            full = timm.create_model(self.model_name, **self._model_kwargs)
+        full = meta_model(self.model_name, **self._model_kwargs)
         filter_fn = _family_filter(self.model_name)
         official = rest
         if filter_fn is not None:
